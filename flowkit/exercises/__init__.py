@@ -1,0 +1,3 @@
+"""Exercise checkers, one module per lesson."""
+
+from ._base import CheckResult, compare

@@ -1,0 +1,7 @@
+"""Interactive explorers shown by the lessons; one module per lesson.
+
+Each explorer is a function returning an :class:`Explorer` (``widget``, ``figure``,
+``controls``, ``update``) so tests move its sliders headlessly.
+"""
+
+from ._base import Explorer, figure_png, float_slider, int_slider, make_figure
