@@ -349,10 +349,11 @@ class Linear(Transform):
     @staticmethod
     def _log_abs_det_checked(matrix: Tensor) -> Tensor:
         sign, log_abs_det = torch.linalg.slogdet(matrix)
-        # Singular relative to the matrix's own size: |det A| tiny next to max|a_ij|^D.
-        scale = matrix.detach().abs().max().clamp_min(1e-30)
-        relative = log_abs_det.detach() - matrix.shape[0] * torch.log(scale)
-        if sign == 0 or relative < math.log(1e-10):
+        # Numerically singular: the smallest singular value is lost in the round-off of
+        # the largest (a determinant test alone lets float32 near-singular matrices through).
+        singular_values = torch.linalg.svdvals(matrix.detach())
+        round_off = 10 * matrix.shape[0] * torch.finfo(matrix.dtype).eps
+        if sign == 0 or singular_values[-1] <= singular_values[0] * round_off:
             raise ValueError(
                 f"matrix is singular or nearly so (|det A| = {log_abs_det.exp().item():.3g}): "
                 "it folds space onto a lower-dimensional set, so it has no inverse and the "

@@ -5,3 +5,6 @@ Each explorer is a function returning an :class:`Explorer` (``widget``, ``figure
 """
 
 from ._base import Explorer, figure_png, float_slider, int_slider, make_figure
+from . import lesson01
+from . import lesson02
+from . import lesson03

@@ -11,14 +11,33 @@ benchmark can time one update.
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Callable
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import torch
 
-__all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png"]
+__all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png", "single_thread"]
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run small tensor work on one thread.
+
+    For a few thousand numbers, waking torch's worker threads costs far more than the
+    arithmetic, and on a shared CPU (Binder, a busy laptop) it can cost tens of
+    milliseconds per call. One thread keeps a slider update at a few milliseconds.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def figure_png(fig) -> str:
@@ -70,6 +89,14 @@ class Explorer:
     readout: widgets.Widget | None = None
 
     def __post_init__(self):
+        update = self.update
+
+        @functools.wraps(update)
+        def single_threaded_update(*args, **kwargs):
+            with single_thread():
+                return update(*args, **kwargs)
+
+        self.update = single_threaded_update
         for control in self.controls.values():
             control.observe(lambda change: self.update(), names="value")
         self.update()
