@@ -4,3 +4,4 @@ from ._base import CheckResult, compare
 from . import lesson01
 from . import lesson02
 from . import lesson03
+from . import lesson04

@@ -8,3 +8,4 @@ from ._base import Explorer, figure_png, float_slider, int_slider, make_figure
 from . import lesson01
 from . import lesson02
 from . import lesson03
+from . import lesson04
