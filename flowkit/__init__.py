@@ -10,6 +10,10 @@ from .flow import Flow, StandardNormal
 from .jacobian import TransformCheck, check_transform, jacobian, log_abs_det_jacobian
 from .metrics import bits_per_dim
 from .models import RealNVP
+from . import images
+from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze
+from .pretrained import load_checkpoint, load_pretrained
+from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll
 from .transforms import (
     ActNorm,

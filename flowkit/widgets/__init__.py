@@ -5,7 +5,9 @@ Each explorer is a function returning an :class:`Explorer` (``widget``, ``figure
 """
 
 from ._base import Explorer, figure_png, float_slider, int_slider, make_figure
-from . import lesson01
 from . import lesson02
 from . import lesson03
+from . import lesson01
+from . import lesson06
+from . import lesson05
 from . import lesson04
