@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
@@ -27,6 +26,7 @@ from ..jacobian import jacobian
 from ..plotting import grid
 from ..transforms import AffineCoupling, alternating_mask, channel_mask, checkerboard_mask
 from ._base import Explorer, float_slider, int_slider, make_figure
+from ._base import single_thread as _single_thread
 
 __all__ = [
     "ToyConditioner",
@@ -76,22 +76,6 @@ def toy_coupling_flow(num_layers: int, conditioner: nn.Module, scale_limit: floa
     layers = [AffineCoupling(alternating_mask(2, k % 2), conditioner, scale_limit=scale_limit)
               for k in range(num_layers)]
     return Flow(layers, StandardNormal(2))
-
-
-@contextlib.contextmanager
-def _single_thread():
-    """Run small tensor work on one thread.
-
-    For a few thousand numbers, waking torch's worker threads costs far more than the
-    arithmetic, and on a shared CPU (Binder, a busy laptop) it can cost tens of
-    milliseconds per call. One thread keeps a slider update at a few milliseconds.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _single_threaded(update):
