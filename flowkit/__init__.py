@@ -11,7 +11,7 @@ from .jacobian import TransformCheck, check_transform, jacobian, log_abs_det_jac
 from .metrics import bits_per_dim
 from .models import RealNVP
 from . import images
-from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze
+from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll
@@ -31,6 +31,7 @@ from .transforms import (
     Reverse,
     Sigmoid,
     SinhArcsinh,
+    SplineCoupling,
     Tanh,
     Transform,
     alternating_mask,

@@ -1,6 +1,8 @@
 """Data sets the course uses: two moons (with its exact density) and 8x8 digits.
 
 Nothing is downloaded: two moons is generated, and the digits ship inside scikit-learn.
+MNIST (:func:`mnist`) is an optional extra for learners who have the files or are online;
+the course never needs it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ __all__ = [
     "two_moons_entropy",
     "digits",
     "DIGIT_LEVELS",
+    "mnist",
+    "read_idx",
+    "MNIST_LEVELS",
     "dequantize",
 ]
 
@@ -141,6 +146,96 @@ def digits(split: str = "train", return_labels: bool = False):
     x = torch.from_numpy(images[idx]).unsqueeze(1)
     if return_labels:
         return x, torch.from_numpy(labels[idx])
+    return x
+
+
+# ----------------------------------------------------------------------------------
+# MNIST (optional: files on disk, or a download through torchvision)
+# ----------------------------------------------------------------------------------
+
+MNIST_LEVELS = 256
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (the format MNIST ships in), gzipped or not, as a NumPy array.
+
+    The header is two zero bytes, a type code (``0x08`` = unsigned bytes, the only one
+    MNIST uses), the number of dimensions, then one big-endian 32-bit size per dimension.
+    """
+    import gzip
+    from pathlib import Path
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (it should start 00 00 08 <ndim>)")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header promises {ndim} sizes")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != math.prod(shape):
+        raise ValueError(f"{path} holds {body.size} values but its header says {shape} = {math.prod(shape)}")
+    return body.reshape(shape)
+
+
+def _find_idx(root, stem: str):
+    from pathlib import Path
+
+    for folder in (Path(root), Path(root) / "MNIST" / "raw"):  # also torchvision's layout
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def mnist(split: str = "train", root=None, download: bool = False, return_labels: bool = False):
+    """MNIST as an int64 tensor ``(N, 1, 28, 28)`` of levels 0..255 (:data:`MNIST_LEVELS`).
+
+    Optional: the course runs without it. The four standard IDX files (gzipped or not)
+    are read from ``root`` (default ``~/.cache/flowkit/mnist``) or from torchvision's
+    ``root/MNIST/raw``. With ``download=True`` and torchvision installed and online, the
+    files are fetched through ``torchvision.datasets.MNIST`` first. ``split`` is
+    ``"train"`` (60,000 images) or ``"test"`` (10,000). The same :class:`ImageRealNVP`
+    code trains on it: ``ImageRealNVP(shape=(1, 28, 28), levels=256, num_scales=3)``.
+    """
+    from pathlib import Path
+
+    if split not in _MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root is not None else Path.home() / ".cache" / "flowkit" / "mnist"
+    image_stem, label_stem, _ = _MNIST_FILES[split]
+    if _find_idx(root, image_stem) is None and download:
+        try:
+            import torchvision
+        except Exception as err:  # not installed, or built for another torch
+            raise ImportError(
+                "downloading MNIST needs torchvision (pip install torchvision, matching your torch), "
+                f"which could not be imported ({err}); or put the four IDX files from the MNIST "
+                f"site in {root}"
+            ) from err
+        torchvision.datasets.MNIST(str(root), train=(split == "train"), download=True)
+    image_path, label_path = _find_idx(root, image_stem), _find_idx(root, label_stem)
+    if image_path is None or label_path is None:
+        raise FileNotFoundError(
+            f"MNIST {split} files not found in {root} (looked for {image_stem}[.gz] and "
+            f"{label_stem}[.gz], also under MNIST/raw); pass root=..., or download=True with "
+            "torchvision installed and a network connection"
+        )
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"expected images (N, 28, 28) and labels (N,), got {images.shape} and {labels.shape}"
+        )
+    x = torch.from_numpy(images.astype(np.int64)).unsqueeze(1)
+    if return_labels:
+        return x, torch.from_numpy(labels.astype(np.int64))
     return x
 
 

@@ -28,6 +28,11 @@ class StandardNormal(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()))
 
     @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent: the base density's event shape."""
+        return as_event_shape(self.base.event_shape)
+
+    @property
     def num_dims(self) -> int:
         return math.prod(self.event_shape)
 
@@ -77,6 +82,11 @@ class Flow(Transform):
         self.event_shape = as_event_shape(
             event_shape if event_shape is not None else base.event_shape
         )
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent: the base density's event shape."""
+        return as_event_shape(self.base.event_shape)
 
     @property
     def num_dims(self) -> int:

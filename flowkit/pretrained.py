@@ -41,8 +41,9 @@ _MAX_HEADER = 4096
 PRETRAINED: dict[str, dict] = {
     "digits-realnvp": {
         "file": "digits-realnvp.pt",
-        "sha256": "c2acc73455be9b8c1701934d724580a9fc84aa33305c910e486863e5193fab06",
-        "about": "ImageRealNVP on scikit-learn's 8x8 digits (17 grey levels), trained by scripts/train_digits.py",
+        "sha256": "bb32299a1feb3f8f69cf02a978627d4ca3f2cb220e5572603ffcd83f2237d542",
+        "about": "ImageRealNVP (spline couplings, variational dequantizer) on scikit-learn's 8x8 digits "
+                 "(17 grey levels), trained by scripts/train_digits.py",
     },
 }
 

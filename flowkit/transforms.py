@@ -38,6 +38,7 @@ __all__ = [
     "ActNorm",
     "AffineCoupling",
     "AdditiveCoupling",
+    "SplineCoupling",
     "MLP",
     "ConvNet",
     "alternating_mask",
@@ -59,7 +60,10 @@ def _checked(method: Callable, direction: str) -> Callable:
     @functools.wraps(method)
     def wrapper(self, inputs, *args, **kwargs):
         name = type(self).__name__
-        check_tensor(inputs, f"{name}.{direction} input {arg}", self.event_shape)
+        # forward takes data (event_shape); inverse takes latents, whose shape can differ (a Flow
+        # whose transforms reshape says so through latent_shape).
+        shape = self.event_shape if direction == "forward" else self.latent_shape
+        check_tensor(inputs, f"{name}.{direction} input {arg}", shape)
         out = method(self, inputs, *args, **kwargs)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(
@@ -101,6 +105,11 @@ class Transform(nn.Module):
 
     event_shape: tuple[int, ...] | None = None
 
+    @property
+    def latent_shape(self) -> tuple[int, ...] | None:
+        """Shape of one output of ``forward`` (input of ``inverse``); the event shape by default."""
+        return self.event_shape
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for direction in ("forward", "inverse"):
@@ -128,7 +137,11 @@ class Inverse(Transform):
         if not isinstance(transform, Transform):
             raise TypeError(f"Inverse expects a flowkit Transform, got {type(transform).__name__}")
         self.transform = transform
-        self.event_shape = transform.event_shape
+        self.event_shape = transform.latent_shape
+
+    @property
+    def latent_shape(self):
+        return self.transform.event_shape
 
     def forward(self, x):
         return self.transform.inverse(x)
@@ -616,3 +629,48 @@ class AdditiveCoupling(_Coupling):
 
     def inverse(self, z):
         return z - self.shift(z * self.mask), z.new_zeros(z.shape[0])
+
+
+class SplineCoupling(_Coupling):
+    r"""Coupling with a monotone rational-quadratic spline (Durkan et al., 2019).
+
+    Like :class:`AffineCoupling`, the kept part :math:`m \odot x` passes unchanged and
+    conditions the map applied to the rest; the map is a monotone spline with ``bins``
+    pieces on ``[-bound, bound]`` (the identity outside), far more flexible than a scale
+    and a shift: it can bend one value's distribution into two bumps. The conditioner
+    maps a masked sample to ``(3 * bins + 1) * C`` features along dimension 1 (all the
+    widths, then heights, then knot slopes, ``C`` channels each); zero features give the
+    identity. See :func:`flowkit.splines.unit_spline`.
+    """
+
+    def __init__(self, mask, conditioner: nn.Module | None = None, hidden: int = 128,
+                 bins: int = 8, bound: float = 4.0):
+        from .splines import num_spline_params
+
+        if not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        super().__init__(mask, conditioner, hidden, outputs_per_feature=num_spline_params(bins))
+        self.bins, self.bound = bins, float(bound)
+
+    def _spline(self, values: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        from .splines import unit_spline
+
+        raw = self._conditioner_output(values * self.mask)
+        params = raw.reshape(values.shape[0], self._outputs, *self.event_shape).movedim(1, -1)
+        scaled = (values + self.bound) / (2.0 * self.bound)  # [-bound, bound] -> [0, 1]
+        out, log_deriv = unit_spline(scaled, params, inverse=inverse)
+        out = out * (2.0 * self.bound) - self.bound
+        keep = self.mask.bool()
+        out = torch.where(keep, values, out)
+        return out, sum_event(log_deriv * (1.0 - self.mask))
+
+    def forward(self, x):
+        return self._spline(x, inverse=False)
+
+    def inverse(self, z):
+        return self._spline(z, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, bound={self.bound}"

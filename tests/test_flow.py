@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 import flowkit as fk
@@ -85,3 +86,18 @@ def test_jacobian_matches_a_linear_map():
 def test_bits_per_dim_of_a_uniform_model_is_log2_levels():
     log_prob = torch.full((5,), -64 * math.log(17.0))  # uniform over [0, 17)^64
     assert abs(fk.bits_per_dim(log_prob, 64).item() - math.log2(17)) < 1e-6
+
+
+def test_a_flow_whose_latent_has_another_shape_samples_and_inverts():
+    """Data (1, 8, 8) squeezed to a (4, 4, 4) latent: inverse takes the base's shape."""
+    from flowkit.images import Squeeze
+
+    flow = fk.Flow([Squeeze()], fk.StandardNormal((4, 4, 4)), event_shape=(1, 8, 8))
+    assert flow.latent_shape == (4, 4, 4)
+    x = flow.sample(3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8)
+    z, _ = flow.forward(x)
+    assert torch.equal(flow.inverse(z)[0], x)
+    with pytest.raises(ValueError, match=r"\(4, 4, 4\)"):
+        flow.inverse(x)
+    assert flow.inv.event_shape == (4, 4, 4) and flow.inv.latent_shape == (1, 8, 8)

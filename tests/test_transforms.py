@@ -153,10 +153,39 @@ def test_affine_coupling_vectors(seed, dim, std, parity):
 @given(seed=seeds, std=st.floats(0.0, 1.0), parity=st.integers(0, 1), kind=st.sampled_from(["checker", "channel"]))
 def test_couplings_images(seed, std, parity, kind):
     mask = fk.checkerboard_mask(4, 4, parity, channels=2) if kind == "checker" else fk.channel_mask(2, 4, 4, parity)
-    for cls in (fk.AffineCoupling, fk.AdditiveCoupling):
+    for cls in (fk.AffineCoupling, fk.AdditiveCoupling, fk.SplineCoupling):
         t = cls(mask, hidden=8)
         _randomise(t, seed, std)
         assert_transform_ok(t, randn(seed, 3, 2, 4, 4), atol=1e-5)
+
+
+@SETTINGS
+@given(seed=seeds, dim=st.integers(2, 6), std=st.floats(0.0, 2.0), bins=st.integers(1, 12),
+       spread=st.floats(0.1, 8.0))
+def test_spline_coupling_vectors(seed, dim, std, bins, spread):
+    """Inside and outside the spline's interval [-4, 4] (the identity there)."""
+    t = fk.SplineCoupling(fk.alternating_mask(dim), hidden=16, bins=bins, bound=4.0)
+    _randomise(t, seed, std)
+    assert_transform_ok(t, randn(seed, 5, dim, scale=spread), atol=1e-5)
+
+
+def test_spline_coupling_starts_at_identity_and_bends_only_the_free_part():
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    t = fk.SplineCoupling(mask, hidden=8, bins=5)
+    x = torch.randn(6, 4)
+    z, ld = t(x)
+    torch.testing.assert_close(z, x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ld, torch.zeros(6), atol=1e-12, rtol=0)
+    _randomise(t, 0, 1.0)
+    z, _ = t(x)
+    assert torch.equal(z[:, mask.bool()], x[:, mask.bool()])
+    assert not torch.allclose(z[:, ~mask.bool()], x[:, ~mask.bool()])
+    far = torch.tensor([[0.0, 9.0, 0.0, -7.5]])
+    assert torch.equal(t(far)[0], far)  # beyond +-bound: the identity
+    with pytest.raises(ValueError, match="bins"):
+        fk.SplineCoupling(mask, bins=0)
+    with pytest.raises(ValueError, match="bound"):
+        fk.SplineCoupling(mask, bound=0.0)
 
 
 @SETTINGS
