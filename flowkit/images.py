@@ -390,12 +390,15 @@ class VariationalDequantizer(Transform):
         ``exp(-log g'(u))`` is the learned noise density at ``v = g(u)`` of each pixel.
         """
         check_tensor(x, "x", self.event_shape)
+        return self._bend(x)
+
+    def _bend(self, x: Tensor) -> tuple[Tensor, Tensor]:
         k, u, params = self._cells(x)
         v, log_deriv = unit_spline(u, params)
         return k + v, log_deriv
 
-    def forward(self, x):
-        z, log_deriv = self.pixelwise(x)
+    def forward(self, x):  # input already checked by the Transform wrapper
+        z, log_deriv = self._bend(x)
         return z, sum_event(log_deriv)
 
     def inverse(self, z):

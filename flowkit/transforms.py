@@ -21,6 +21,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ._checks import as_event_shape, check_tensor
+from .splines import num_spline_params, unit_spline
 
 __all__ = [
     "Transform",
@@ -645,8 +646,6 @@ class SplineCoupling(_Coupling):
 
     def __init__(self, mask, conditioner: nn.Module | None = None, hidden: int = 128,
                  bins: int = 8, bound: float = 4.0):
-        from .splines import num_spline_params
-
         if not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins must be a positive integer, got {bins!r}")
         if not bound > 0:
@@ -655,8 +654,6 @@ class SplineCoupling(_Coupling):
         self.bins, self.bound = bins, float(bound)
 
     def _spline(self, values: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        from .splines import unit_spline
-
         raw = self._conditioner_output(values * self.mask)
         params = raw.reshape(values.shape[0], self._outputs, *self.event_shape).movedim(1, -1)
         scaled = (values + self.bound) / (2.0 * self.bound)  # [-bound, bound] -> [0, 1]
