@@ -1,9 +1,4 @@
-"""Exercise checkers, one module per lesson."""
+"""Exercise checkers, one module per lesson, all built on :class:`Exercise`."""
 
-from ._base import CheckResult, compare
-from . import lesson02
-from . import lesson03
-from . import lesson01
-from . import lesson06
-from . import lesson05
-from . import lesson04
+from ._base import CheckResult, Exercise, compare, summary
+from . import lesson01, lesson02, lesson03, lesson04, lesson05, lesson06

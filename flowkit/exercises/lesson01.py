@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..flow import Flow
-from ._base import CheckResult, compare
+from ._base import LegacyCheckResult as CheckResult, compare
 
 __all__ = [
     "check_affine_log_prob",

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..jacobian import jacobian
-from ._base import CheckResult, compare
+from ._base import LegacyCheckResult as CheckResult, compare
 
 __all__ = [
     "check_log_abs_det_2x2",

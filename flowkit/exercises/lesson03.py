@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..jacobian import check_transform, log_abs_det_jacobian
 from ..transforms import Transform, alternating_mask, checkerboard_mask
-from ._base import CheckResult, compare
+from ._base import LegacyCheckResult as CheckResult, compare
 
 __all__ = [
     "sigmoid_coupling_forward",

@@ -19,7 +19,7 @@ from .. import data
 from ..flow import Flow, StandardNormal
 from ..models import RealNVP
 from ..transforms import AffineCoupling
-from ._base import CheckResult, compare
+from ._base import LegacyCheckResult as CheckResult, compare
 
 __all__ = ["check_nll_loss", "check_kl_gap", "check_make_realnvp", "perturbed_flow"]
 

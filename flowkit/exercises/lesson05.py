@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._base import CheckResult
+from ._base import LegacyCheckResult as CheckResult
 
 __all__ = ["check_bits_per_dim", "check_squeeze", "check_checkerboard"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..autoregressive import MaskedAutoregressive, autoregressive_mask
-from ._base import CheckResult, compare
+from ._base import LegacyCheckResult as CheckResult, compare
 
 __all__ = ["check_autoregressive_mask", "check_maf_sample", "check_auc", "check_bits_per_dim",
            "reference_auc"]

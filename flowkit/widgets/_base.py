@@ -21,7 +21,8 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png", "single_thread"]
+__all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png", "single_thread",
+           "show_static"]
 
 
 @contextlib.contextmanager
@@ -45,6 +46,21 @@ def figure_png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.get_dpi())
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def show_static(fig, dpi: float | None = None) -> None:
+    """Show a finished figure once, as one PNG, and close it.
+
+    Under ``%matplotlib widget`` a figure left to Jupyter is stored as an interactive
+    canvas: the same picture as a PNG, again inside HTML and again in the widget state.
+    A static figure needs none of that, so it is shown as a single ``image/png``.
+    """
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.get_dpi())
+    plt.close(fig)
+    display(Image(data=buf.getvalue()))
 
 
 def make_figure(*args, figsize=(8, 3.5), **kwargs):
