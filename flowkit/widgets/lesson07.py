@@ -239,8 +239,8 @@ def threshold_explorer(normal_scores, anomaly_scores: Mapping[str, object], norm
         flagged += [False] * (len(frames) - len(flagged))
         for frame, is_flagged in zip(frames, flagged):
             frame.set_edgecolor(_FLAG_COLOR if is_flagged else _CLEAR_COLOR)
-        readout.set_text(f"threshold {t:.2f} {unit}: flags {fpr:6.1%} of normal digits (false alarms)"
-                         f" and {tpr:6.1%} of '{k}' (detections)")
+        readout.set_text(f"threshold {t:.2f} {unit}: flags {fpr:.1%} of normal digits (false alarms), "
+                         f"{tpr:.1%} of '{k}'")
         fig.canvas.draw_idle()
 
     controls = {"threshold": threshold, "kind": kind}
