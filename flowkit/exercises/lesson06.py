@@ -27,7 +27,7 @@ _MASK_CASES = [
 ]
 
 
-def made_mask_reference(in_degrees, out_degrees, strict):
+def made_mask(in_degrees, out_degrees, strict):
     if strict:
         return (out_degrees[:, None] > in_degrees[None, :]).float()
     return (out_degrees[:, None] >= in_degrees[None, :]).float()
@@ -68,7 +68,7 @@ def _check_made_mask(fn) -> list[str]:
 
 made_mask = Exercise(
     "made_mask", "made_mask: MADE connectivity from degrees", _check_made_mask,
-    made_mask_reference,
+    made_mask,  # the reference solution above
     hints=["Broadcast: out_degrees[:, None] against in_degrees[None, :] gives one comparison "
            "per (output unit, input unit) pair, already in the (out, in) shape.",
            "Hidden layers compare with >=, the output layer (strict=True) with >; turn the "
@@ -80,7 +80,7 @@ made_mask = Exercise(
 # ----------------------------------------------------------------------------------
 
 
-def maf_sample_reference(conditioner, z):
+def maf_sample(conditioner, z):
     x = torch.zeros_like(z)
     for _ in range(z.shape[1]):
         mu, alpha = conditioner(x)
@@ -153,9 +153,9 @@ def _check_maf_sample(fn) -> list[str]:
 
 maf_sample = Exercise(
     "maf_sample", "maf_sample: invert a masked autoregressive layer, one coordinate per pass",
-    _check_maf_sample, maf_sample_reference,
+    _check_maf_sample, maf_sample,
     hints=["Start from x = torch.zeros_like(z). One call of the conditioner on the current x "
-           "gives mu and alpha; x_1's are already right, since they depend on nothing.",
+           "gives mu and alpha; those of the first coordinate are already right, since they depend on nothing.",
            "Solve z = (x - mu) * exp(-alpha) for x, and repeat D = z.shape[1] times, each time "
            "recomputing mu and alpha from the new x: after pass k the first k coordinates are "
            "final."])

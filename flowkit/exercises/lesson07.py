@@ -49,7 +49,7 @@ def reference_auc(normal_scores, anomaly_scores) -> float:
     return float(((a > n) + 0.5 * (a == n)).mean())
 
 
-def auc_reference(normal_scores, anomaly_scores):
+def auc(normal_scores, anomaly_scores):
     a = anomaly_scores[:, None]
     n = normal_scores[None, :]
     return ((a > n).double() + 0.5 * (a == n).double()).mean().item()
@@ -86,7 +86,7 @@ def _check_auc(fn) -> list[str]:
 
 auc = Exercise(
     "auc", "auc: the probability that an anomaly outscores a normal sample", _check_auc,
-    auc_reference,
+    auc,  # the reference solution above
     hints=["anomaly_scores[:, None] > normal_scores[None, :] compares every (anomaly, normal) "
            "pair at once, as a (num_anomalies, num_normal) table of booleans.",
            "Add 0.5 * (a == n) for the ties, convert to floats, take the mean of the whole "
@@ -98,7 +98,7 @@ auc = Exercise(
 # ----------------------------------------------------------------------------------
 
 
-def ratio_score_reference(flow_log_prob, images, pixel_log_probs):
+def ratio_score(flow_log_prob, images, pixel_log_probs):
     num_pixels = pixel_log_probs.shape[0]
     levels = images.reshape(len(images), num_pixels)
     pixel_log_prob = pixel_log_probs[torch.arange(num_pixels), levels].sum(dim=1)
@@ -149,7 +149,7 @@ def _check_ratio_score(fn) -> list[str]:
 
 ratio_score = Exercise(
     "ratio_score", "ratio_score: the likelihood-ratio anomaly score", _check_ratio_score,
-    ratio_score_reference,
+    ratio_score,  # the reference solution above
     hints=["Flatten the images to (N, P) levels, with P = pixel_log_probs.shape[0]; "
            "pixel_log_probs[torch.arange(P), levels] picks each pixel's log-probability, one "
            "row per image. Sum over the pixels for the pixel model's log p(x).",
@@ -162,7 +162,7 @@ ratio_score = Exercise(
 # ----------------------------------------------------------------------------------
 
 
-def bits_per_dim_levels_reference(log_prob_unit, num_dims, levels):
+def bits_per_dim_levels(log_prob_unit, num_dims, levels):
     log_prob_levels = log_prob_unit - num_dims * math.log(levels)   # undo the 1/L rescaling
     return (-log_prob_levels.mean() / (num_dims * math.log(2))).item()
 
@@ -207,7 +207,7 @@ def _check_bits_per_dim_levels(fn) -> list[str]:
 bits_per_dim_levels = Exercise(
     "bits_per_dim_levels",
     "bits_per_dim_levels: bits/dim in level units from a [0, 1]-scaled model",
-    _check_bits_per_dim_levels, bits_per_dim_levels_reference,
+    _check_bits_per_dim_levels, bits_per_dim_levels,
     hints=["Dividing the data by L shrinks every one of the D axes by L, so the density in "
            "level units is L^D times smaller: log p_levels = log p_unit - D ln L.",
            "Then bits/dim = -mean(log p_levels) / (D ln 2); return one float."])
