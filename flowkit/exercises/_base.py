@@ -270,6 +270,13 @@ class Exercise:
         return f"<Exercise {self.name}: {self.title}>"
 
 
+class _SummaryRows(list):
+    """``summary()``'s rows; the table is already printed, so a cell shows nothing more."""
+
+    def _ipython_display_(self):
+        pass
+
+
 def summary(exercises: Sequence[Exercise]) -> list[tuple[str, str]]:
     """Print which exercises passed in this kernel; return ``[(name, status), ...]``."""
     rows = []
@@ -283,7 +290,7 @@ def summary(exercises: Sequence[Exercise]) -> list[tuple[str, str]]:
         mark = {"pass": "PASS", "fail": "not yet", "not attempted": "not attempted",
                 "not checked": "not checked"}[status]
         print(f"  {i}. {ex.title.ljust(width)}  {mark}")
-    return rows
+    return _SummaryRows(rows)
 
 
 from dataclasses import field  # noqa: E402 - only for the legacy type below
