@@ -137,3 +137,87 @@ def test_summary_lists_every_exercise(capsys):
     assert [name for name, _ in rows] == [e.name for e in ex.EXERCISES]
     assert rows[0][1] == "pass" and rows[1][1] == "not checked"
     assert "1 of 3 exercises passed" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------
+# Explorers
+# ----------------------------------------------------------------------------------
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("module://ipympl.backend_nbagg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import flowkit as fk  # noqa: E402
+from flowkit.widgets import lesson09 as w  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _scrubber_entries():
+    entries = {}
+    for name in ("U1", "U2"):
+        target = fk.targets.ENERGIES[name]
+        torch.manual_seed(0)
+        flow = fk.RealNVP(2, num_couplings=2, hidden=8)
+        history = fk.fit_vi(flow, target.log_prob, 20, progress=False, snapshot_every=10,
+                            lr=5e-3)
+        entries[name] = w.scrubber_data(target, flow, history, n_kl=500)
+    return entries
+
+
+def test_scrubber_data_and_explorer_update_in_place():
+    entries = _scrubber_entries()
+    u1 = entries["U1"]
+    assert u1.steps == [0, 10, 20]
+    # Snapshot 0 is the untrained flow, q = N(0, I): its grid is the standard normal.
+    xs = np.linspace(u1.target.view[0], u1.target.view[1], 100)
+    ys = np.linspace(u1.target.view[2], u1.target.view[3], 100)
+    normal = np.exp(-0.5 * (xs[None, :] ** 2 + ys[:, None] ** 2)) / (2 * math.pi)
+    assert np.allclose(u1.densities[0], normal, atol=1e-6)
+    assert all(k > 0 for k in u1.kl)
+    e = w.training_scrubber(entries)
+    n_axes = len(e.figure.axes)
+    e.set(snapshot=0)
+    assert np.allclose(e.artists["q_image"].get_array(), u1.densities[0])
+    assert "after 0 steps" in e.artists["q_title"].get_text()
+    e.set(snapshot=2)
+    assert f"KL(q||p) = {u1.kl[2]:.3f}" in e.artists["q_title"].get_text()
+    e.set(target="U2")
+    assert e.artists["floor"].get_ydata()[0] == pytest.approx(-fk.targets.U2.log_Z)
+    assert np.allclose(e.artists["q_image"].get_array(), entries["U2"].densities[2])
+    assert len(e.figure.axes) == n_axes
+    assert "image/png" in e._repr_mimebundle_()
+    times = []
+    for i in range(50):
+        start = time.perf_counter()
+        e.set(snapshot=i % 3)
+        times.append(time.perf_counter() - start)
+    print(f"scrubber update median {1000 * statistics.median(times):.2f} ms")
+    with pytest.raises(ValueError, match="snapshots"):
+        w.scrubber_data(fk.targets.U1, fk.RealNVP(2, 2, 8), fk.History())
+
+
+def test_mode_fits_and_explorer():
+    fits = w.fit_two_modes(separations=(1.0, 5.0), steps=30, num_couplings=2, hidden=8)
+    assert len(fits.reverse_grids) == len(fits.forward_grids) == 2
+    assert all(0.0 <= m <= 1.0 for m in fits.reverse_right_mass + fits.forward_right_mass)
+    cell = ((fits.box[1] - fits.box[0]) / 99) * ((fits.box[3] - fits.box[2]) / 99)
+    for grid in fits.target_grids:
+        assert grid.sum() * cell == pytest.approx(1.0, abs=0.02)  # normalised target
+    e = w.mode_explorer(fits)
+    e.set(separation=1)
+    assert np.allclose(e.artists["images"][0].get_array(), fits.reverse_grids[1])
+    assert np.allclose(e.artists["images"][1].get_array(), fits.forward_grids[1])
+    assert f"{100 * fits.forward_right_mass[1]:.0f}%" in e.artists["readouts"][1].get_text()
+    assert f"ESS {100 * fits.reverse_ess[1]:.0f}%" in e.artists["readouts"][0].get_text()
+    assert len(e.artists["contours"]) == 2
