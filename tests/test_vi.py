@@ -122,3 +122,18 @@ def test_fit_vi_and_importance_refuse_bad_arguments():
         fk.importance(flow, fk.targets.U1, 1)
     with pytest.raises(ValueError, match="rows"):
         fk.importance(flow, fk.targets.U1, 10).expectation(lambda x: x.sum())
+
+
+def test_benchmark_runs_and_reports_json(capsys):
+    import json
+
+    from flowkit.benchmarks import vi as bench
+
+    code = bench.main(["--targets", "U1", "--steps", "3", "--couplings", "2", "--hidden", "8"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["threads"] == 1
+    record = lines[1]
+    assert record["target"] == "U1" and record["steps"] == 3
+    assert record["log_Z_quadrature"] == pytest.approx(fk.targets.U1.log_Z, abs=1e-5)
+    assert record["kl"] > bench.KL_TARGET and code == 1  # three steps cannot meet it
+    assert not record["meets_quality_target"]
