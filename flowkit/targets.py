@@ -220,31 +220,52 @@ def two_gaussians(separation: float, scale: float = 0.5) -> Target2D:
 
 
 class Funnel(Target2D):
-    r"""Neal's funnel in 2-D, ``z = (x, v)``: :math:`v\sim\mathcal N(0, 3^2)`,
-    :math:`x \mid v \sim \mathcal N(0, e^{v})`.
+    r"""Neal's funnel, ``z = (x_1, ..., x_{dim-1}, v)``: :math:`v\sim\mathcal N(0, 3^2)`,
+    and each :math:`x_i \mid v \sim \mathcal N(0, e^{v})` independently.
 
-    It is normalised, so ``log_Z`` is exactly 0. Its neck is far too narrow for a
-    2-D grid; ``marginals()`` integrates over ``v`` in 1-D instead (the ``v`` marginal is
-    exactly :math:`\mathcal N(0, 9)`).
+    It is normalised, so ``log_Z`` is exactly 0 in any dimension, and the ``v`` marginal
+    is exactly :math:`\mathcal N(0, 9)`. Neal's original has ``dim = 10``. In 2-D the neck
+    is far too narrow for a 2-D grid; ``marginals()`` integrates over ``v`` in 1-D instead.
     """
 
-    def __init__(self, v_scale: float = 3.0):
+    def __init__(self, dim: int = 2, v_scale: float = 3.0):
+        dim = check_count(dim, "dim")
+        if dim < 2:
+            raise ValueError(f"the funnel needs dim >= 2 (at least one x and v), got {dim}")
+        self.dim = dim
         self.v_scale = float(v_scale)
-        super().__init__("Neal's funnel", self._funnel_log_prob, (-30, 30, -12, 12),
-                         (-8, 8, -7, 7))
+        name = "Neal's funnel" + ("" if dim == 2 else f" in {dim}-D")
+        super().__init__(name, self._funnel_log_prob, (-30, 30, -12, 12), (-8, 8, -7, 7))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        check_tensor(z, "z", (self.dim,))
+        return self._funnel_log_prob(z)
+
+    __call__ = log_prob
+
+    def _need_2d(self, what: str) -> None:
+        if self.dim != 2:
+            raise ValueError(f"{what} is only available for the 2-D funnel (this one has "
+                             f"dim = {self.dim}); the v marginal is N(0, {self.v_scale ** 2:g})")
 
     def _funnel_log_prob(self, z: Tensor) -> Tensor:
-        x, v = z[:, 0], z[:, 1]
+        x, v = z[:, :-1], z[:, -1]
         half_log_2pi = 0.5 * math.log(2 * math.pi)
         log_p_v = -0.5 * (v / self.v_scale) ** 2 - math.log(self.v_scale) - half_log_2pi
-        log_p_x = -0.5 * x * x * torch.exp(-v) - 0.5 * v - half_log_2pi
+        log_p_x = (-0.5 * (x * x).sum(1) * torch.exp(-v)
+                   - x.shape[1] * (0.5 * v + half_log_2pi))
         return log_p_v + log_p_x
 
     @property
     def log_Z(self) -> float:  # type: ignore[override]
         return 0.0
 
+    def density_grid(self, n: int = 120, box=None) -> np.ndarray:
+        self._need_2d("density_grid")
+        return super().density_grid(n, box)
+
     def marginals(self, n: int = 801):
+        self._need_2d("marginals")
         v = torch.linspace(-6 * self.v_scale, 6 * self.v_scale, 4001, dtype=torch.float64)
         x = torch.linspace(-self.extent[1], self.extent[1], n, dtype=torch.float64)
         vv, xx = torch.meshgrid(v, x, indexing="ij")
@@ -257,9 +278,9 @@ class Funnel(Target2D):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         n = check_count(n, "n")
-        v = self.v_scale * torch.randn(n, generator=generator)
-        x = torch.exp(v / 2) * torch.randn(n, generator=generator)
-        return torch.stack([x, v], 1)
+        v = self.v_scale * torch.randn(n, 1, generator=generator)
+        x = torch.exp(v / 2) * torch.randn(n, self.dim - 1, generator=generator)
+        return torch.cat([x, v], 1)
 
 
 funnel = Funnel()

@@ -151,3 +151,24 @@ def test_targets_refuse_bad_input():
     with pytest.raises(ValueError, match="feature"):
         T.LogisticRegressionPosterior(feature="colour")
     assert fk.targets.U4.log_prob(torch.zeros(5, 2)).shape == (5,)
+
+
+def test_funnel_in_ten_dimensions():
+    f = T.Funnel(dim=10)
+    assert f.log_Z == 0.0
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(20, 10, generator=g, dtype=torch.float64) * 2
+    v, x = z[:, -1], z[:, :-1]
+    normal = torch.distributions.Normal
+    expected = (normal(0.0, 3.0).log_prob(v)
+                + normal(torch.zeros(()), torch.exp(v / 2)[:, None]).log_prob(x).sum(1))
+    assert torch.allclose(f.log_prob(z), expected, atol=1e-10)
+    samples = f.sample(40_000, generator=g)
+    assert samples.shape == (40_000, 10)
+    assert samples[:, -1].std().item() == pytest.approx(3.0, abs=0.05)
+    with pytest.raises(ValueError, match="2-D funnel"):
+        f.marginals()
+    with pytest.raises(ValueError, match="expected"):
+        f.log_prob(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="dim >= 2"):
+        T.Funnel(dim=1)
