@@ -12,7 +12,6 @@ Everything a slider shows is computed once, up front; moving a slider swaps arra
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import ipywidgets as widgets
