@@ -89,9 +89,11 @@ class Target2D:
         """``(xs, ys, log p~)`` on the quadrature grid, rows indexed by y."""
         xs, ys = self._axes()
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        with torch.no_grad():
-            values = self._log_prob(torch.stack([xx.flatten(), yy.flatten()], 1))
-        return xs, ys, values.double().reshape(len(ys), len(xs))
+        points = torch.stack([xx.flatten(), yy.flatten()], 1)
+        with torch.no_grad():  # in chunks: a likelihood over many data points is large
+            values = torch.cat([self._log_prob(chunk).double()
+                                for chunk in points.split(65_536)])
+        return xs, ys, values.reshape(len(ys), len(xs))
 
     @staticmethod
     def _trapezoid_weights(axis: Tensor) -> Tensor:

@@ -220,4 +220,11 @@ def test_mode_fits_and_explorer():
     assert np.allclose(e.artists["images"][1].get_array(), fits.forward_grids[1])
     assert f"{100 * fits.forward_right_mass[1]:.0f}%" in e.artists["readouts"][1].get_text()
     assert f"ESS {100 * fits.reverse_ess[1]:.0f}%" in e.artists["readouts"][0].get_text()
-    assert len(e.artists["contours"]) == 2
+    visible = [[c.get_visible() for c in pair] for pair in e.artists["contours"]]
+    assert visible == [[False, False], [True, True]]
+    times = []
+    for i in range(50):
+        start = time.perf_counter()
+        e.set(separation=i % 2)
+        times.append(time.perf_counter() - start)
+    print(f"mode explorer update median {1000 * statistics.median(times):.2f} ms")

@@ -192,7 +192,7 @@ def fit_two_modes(separations=(1.0, 2.5, 4.0, 6.0), steps: int = 400, num_coupli
 def mode_explorer(fits: ModeFits) -> Explorer:
     """Slide the modes apart: the reverse-KL fit beside the forward-KL fit."""
     fig, axes = make_figure(1, 2, figsize=(8.2, 3.0), sharey=True)
-    images, contours = [], []
+    images = []
     titles = ("reverse KL: fitted to the density", "forward KL: fitted to samples")
     for ax, title in zip(axes, titles):
         images.append(ax.imshow(fits.reverse_grids[0], origin="lower", extent=fits.box,
@@ -203,6 +203,10 @@ def mode_explorer(fits: ModeFits) -> Explorer:
     axes[0].set_ylabel("$x_2$", fontsize=9)
     readouts = [ax.text(0.02, 0.04, "", transform=ax.transAxes, color="w", fontsize=8)
                 for ax in axes]
+    # The target's contours for every separation, drawn once; a slider move only
+    # switches which set is visible.
+    contours = [[ax.contour(grid, levels=4, origin="lower", extent=fits.box, colors="c",
+                            linewidths=0.7) for ax in axes] for grid in fits.target_grids]
     fig.tight_layout()
     slider = widgets.SelectionSlider(options=[(f"{s:g}", i) for i, s in
                                               enumerate(fits.separations)],
@@ -217,12 +221,9 @@ def mode_explorer(fits: ModeFits) -> Explorer:
             images[ax_index].set_data(grids[i])
             images[ax_index].set_clim(0, float(grids[i].max()))
             readouts[ax_index].set_text(f"mass in right mode: {100 * mass[i]:.0f}%")
-        for c in contours:
-            c.remove()
-        contours.clear()
-        for ax in axes:
-            contours.append(ax.contour(fits.target_grids[i], levels=4, origin="lower",
-                                       extent=fits.box, colors="c", linewidths=0.7))
+        for index, pair in enumerate(contours):
+            for c in pair:
+                c.set_visible(index == i)
         readouts[0].set_text(readouts[0].get_text()
                              + f"\nKL(q||p) = {fits.reverse_kl[i]:.2f}, "
                                f"ESS {100 * fits.reverse_ess[i]:.0f}%")
@@ -238,7 +239,7 @@ def mode_explorer(fits: ModeFits) -> Explorer:
 # ----------------------------------------------------------------------------------
 
 
-def lesson_figure(steps: int = 800, num_couplings: int = 6, hidden: int = 48):
+def lesson_figure(steps: int = 800, num_couplings: int = 8, hidden: int = 64):
     """The four energies (top) and RealNVPs fitted to them by reverse KL (bottom)."""
     with plt.ioff():
         fig, axes = plt.subplots(2, 4, figsize=(8.2, 4.4))
