@@ -31,10 +31,21 @@ from torch import Tensor
 
 from ._checks import check_count, check_positive
 from .flow import Flow
-from .train import History, _resolve_device, _state_copy
+from .train import History
 
 __all__ = ["fit_vi", "sample_with_log_prob", "importance", "ImportanceResult",
            "reverse_kl", "elbo"]
+
+
+def _state_copy(flow: Flow) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in flow.state_dict().items()}
+
+
+def _resolve_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'")
+    return device
 
 
 def _check_flow(flow, who: str) -> None:
