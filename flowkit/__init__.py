@@ -15,6 +15,8 @@ from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, Va
 from .pretrained import load_checkpoint, load_pretrained
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll
+from . import targets
+from .vi import fit_vi, importance
 from .transforms import (
     ActNorm,
     Affine,
