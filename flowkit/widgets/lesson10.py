@@ -13,6 +13,7 @@ The explorers precompute what a slider shows; moving one only swaps arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import ipywidgets as widgets
@@ -21,11 +22,20 @@ import torch
 
 from .. import data
 from ..continuous import ContinuousFlow, odeint
-from ._base import Explorer, int_slider, float_slider, make_figure
+from ._base import Explorer, float_slider, int_slider, make_figure, single_thread
 
 __all__ = ["SpiralField", "residual_stack", "residual_stack_explorer", "hutchinson_estimates",
-           "hutchinson_explorer", "time_explorer", "euler_samples", "euler_steps_explorer",
-           "lesson_figure", "XLIM", "YLIM"]
+           "hutchinson_explorer", "demo_jacobian", "time_explorer", "euler_samples",
+           "energy_distance", "euler_steps_explorer", "lesson_figure", "XLIM", "YLIM"]
+
+def _single_threaded(build):
+    """Build an explorer on one thread: its precomputation is many tiny tensor operations."""
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with single_thread():
+            return build(*args, **kwargs)
+    return wrapper
+
 
 XLIM = (-2.0, 3.0)
 YLIM = (-1.6, 2.1)
@@ -70,7 +80,7 @@ def residual_stack(field: SpiralField, x: torch.Tensor, layers: int):
     return torch.stack(path), torch.stack(log_det)
 
 
-def _ode_reference(field: SpiralField, x: torch.Tensor, steps: int = 400):
+def _ode_reference(field: SpiralField, x: torch.Tensor, steps: int = 200):
     """The ODE solution (RK4) and the running integral of the divergence, on a fine grid."""
     def dynamics(t, state):
         return field(state[0]), field.divergence(state[0])
@@ -85,6 +95,7 @@ def _start_points(num_points: int, seed: int) -> torch.Tensor:
     return x0 + torch.tensor([1.3, 0.0], dtype=torch.float64)
 
 
+@_single_threaded
 def residual_stack_explorer(num_points: int = 200, max_layers: int = 64, seed: int = 0) -> Explorer:
     """Slider K: K residual layers against the ODE, and the log-det sum against the integral."""
     field = SpiralField().double()
@@ -172,6 +183,7 @@ def demo_jacobian(dims: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.diag(diagonal) + coupling
 
 
+@_single_threaded
 def hutchinson_explorer(jacobian: torch.Tensor | None = None, draws: int = 1000, max_probes: int = 64) -> Explorer:
     """Slider: probes per estimate. Histograms of the estimates, and the spread against probes."""
     jac = demo_jacobian() if jacobian is None else jacobian.detach().double()
@@ -252,6 +264,7 @@ def _velocity_in_data_units(flow: ContinuousFlow, points: torch.Tensor, t: float
     return v * flow.scale
 
 
+@_single_threaded
 def time_explorer(flow: ContinuousFlow, num_points: int = 1500, num_times: int = 41, seed: int = 0) -> Explorer:
     """Slider t: samples of p_t (noise at 0, moons at 1) with the velocity field at that time."""
     z = flow.base.sample(num_points, generator=torch.Generator().manual_seed(seed))
@@ -284,6 +297,22 @@ def time_explorer(flow: ContinuousFlow, num_points: int = 1500, num_times: int =
 
 
 @torch.no_grad()
+def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    r"""Energy distance :math:`2\mathbb E\lVert X - Y\rVert - \mathbb E\lVert X - X'\rVert - \mathbb E\lVert Y - Y'\rVert`.
+
+    Zero only when the two distributions are equal; estimated from the samples ``a`` and ``b``
+    (the within-set terms leave out each point's distance to itself).
+    """
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+
+    def within(x):
+        n = x.shape[0]
+        return torch.cdist(x, x).sum() / (n * (n - 1))
+
+    return float(2 * torch.cdist(a, b).mean() - within(a) - within(b))
+
+
+@torch.no_grad()
 def euler_samples(flow: ContinuousFlow, z: torch.Tensor, steps: int) -> torch.Tensor:
     """Samples from latents ``z`` with ``steps`` Euler steps (in data units)."""
     y = odeint(lambda t, x: flow.field(x, torch.full((x.shape[0], 1), t)), z, 0.0, 1.0, steps, "euler")
@@ -293,6 +322,7 @@ def euler_samples(flow: ContinuousFlow, z: torch.Tensor, steps: int) -> torch.Te
 EULER_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
 
 
+@_single_threaded
 def euler_steps_explorer(flow: ContinuousFlow, num_points: int = 800, seed: int = 0,
                          step_counts=EULER_STEPS) -> Explorer:
     """Slider: Euler steps from 1 to 100; samples beside RK4's with many steps."""
@@ -329,7 +359,8 @@ def lesson_figure():
 
     field = SpiralField().double()
     x0 = _start_points(300, 0)
-    ode_path, ode_logdet = _ode_reference(field, x0)
+    with single_thread():
+        ode_path, ode_logdet = _ode_reference(field, x0)
     tracked = int(x0.norm(dim=1).argmax())
     with plt.ioff():
         fig, axes = plt.subplots(1, 3, figsize=(8.2, 3.0))
@@ -341,7 +372,8 @@ def lesson_figure():
     times = np.linspace(0, 1, ode_path.shape[0])
     ax_l.plot(times, ode_logdet[:, tracked].numpy(), color="k", lw=1.2, label="integral of div v")
     for k, color in ((3, "C3"), (12, "C1")):
-        path, log_det = residual_stack(field, x0, k)
+        with single_thread():
+            path, log_det = residual_stack(field, x0, k)
         end = path[-1].numpy()
         ax_end.scatter(end[:, 0], end[:, 1], s=3, color=color, label=f"K = {k} layers")
         ax_end.plot(path[:, tracked, 0], path[:, tracked, 1], "o-", color=color, ms=2, lw=0.8)
