@@ -265,7 +265,7 @@ def _velocity_in_data_units(flow: ContinuousFlow, points: torch.Tensor, t: float
 
 
 @_single_threaded
-def time_explorer(flow: ContinuousFlow, num_points: int = 1500, num_times: int = 41, seed: int = 0) -> Explorer:
+def time_explorer(flow: ContinuousFlow, num_points: int = 800, num_times: int = 41, seed: int = 0) -> Explorer:
     """Slider t: samples of p_t (noise at 0, moons at 1) with the velocity field at that time."""
     z = flow.base.sample(num_points, generator=torch.Generator().manual_seed(seed))
     path = flow.trajectory(z, steps=num_times - 1).numpy()
@@ -276,7 +276,7 @@ def time_explorer(flow: ContinuousFlow, num_points: int = 1500, num_times: int =
     moons = data.two_moons(num_points, seed=seed + 1).numpy()
 
     fig, (ax_t, ax_d) = make_figure(1, 2, figsize=(8.2, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
-    points = ax_t.scatter(path[0, :, 0], path[0, :, 1], s=2, color="C0", alpha=0.6)
+    points = ax_t.scatter(path[0, :, 0], path[0, :, 1], s=2, color="C0")
     quiver = ax_t.quiver(gx, gy, arrows[0][:, 0], arrows[0][:, 1], color="C3", alpha=0.7,
                          angles="xy", scale_units="xy", scale=6, width=0.004)
     _style(ax_t)
