@@ -282,9 +282,10 @@ def time_explorer(flow: ContinuousFlow, num_points: int = 800, num_times: int = 
     _style(ax_t)
     ax_d.scatter(moons[:, 0], moons[:, 1], s=2, color="0.4")
     _style(ax_d, "the data (t = 1)")
+    ax_t.set_title("samples of $p_t$", fontsize=10)  # a placeholder, so the layout leaves room
     fig.tight_layout()
 
-    slider = float_slider("time t", 0.0, 0.0, 1.0, step=1 / (num_times - 1))
+    slider = float_slider("time t", 0.6, 0.0, 1.0, step=1 / (num_times - 1))
 
     def update():
         i = int(round(slider.value * (num_times - 1)))
@@ -338,7 +339,10 @@ def euler_steps_explorer(flow: ContinuousFlow, num_points: int = 800, seed: int 
     ax_r.scatter(fine[:, 0], fine[:, 1], s=2, color="C2")
     _style(ax_r, "RK4, 50 steps (200 field calls)")
     fig.tight_layout()
-    slider = widgets.SelectionSlider(options=list(step_counts), value=step_counts[0],
+    ax_e.set_title("Euler", fontsize=10)
+    fig.tight_layout()
+    start = 4 if 4 in step_counts else step_counts[0]
+    slider = widgets.SelectionSlider(options=list(step_counts), value=start,
                                      description="Euler steps", continuous_update=True,
                                      style={"description_width": "initial"},
                                      layout=widgets.Layout(width="420px"))
