@@ -352,17 +352,23 @@ class ContinuousFlow(Flow):
         return torch.stack(path) * self.scale + self.loc
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
-        """``[x, ..., z]``: the data at each solver step from ``t = 1`` back to ``t = 0``."""
+        """``[x, y, ..., z]``: the data, its standardised form ``y`` (the ODE's state at
+        ``t = 1``), then the state after each solver step back to ``t = 0``."""
         check_tensor(x, "x", self.event_shape)
-        y = (x - self.loc) / self.scale
         with torch.no_grad():
+            y = (x - self.loc) / self.scale
             path = odeint(lambda t, v: self._velocity(v, t), y, 1.0, 0.0, self.steps,
                           self.solver, return_path=True)
-        return [x] + path[1:]
+        return [x] + path
 
     def inverse_stages(self, z: Tensor) -> list[Tensor]:
-        """``[z, ..., x]``: a latent at each solver step from ``t = 0`` to ``t = 1``."""
-        return list(self.trajectory(z))
+        """``[z, ..., y, x]``: a latent after each solver step from ``t = 0`` to ``t = 1``,
+        then in data units."""
+        check_tensor(z, "z", self.event_shape)
+        with torch.no_grad():
+            path = odeint(lambda t, v: self._velocity(v, t), z, 0.0, 1.0, self.steps,
+                          self.solver, return_path=True)
+        return path + [path[-1] * self.scale + self.loc]
 
     def __len__(self) -> int:
         return self.steps

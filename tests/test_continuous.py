@@ -165,6 +165,23 @@ def test_forward_log_det_agrees_with_autograd_and_round_trip_holds():
     assert errors[1] < errors[0] / 8
 
 
+def test_stages_run_along_the_solver_steps():
+    loc, scale = torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5])
+    flow = fk.ContinuousFlow(small_random_field(seed=6).float(), 2, steps=5, loc=loc, scale=scale)
+    x = torch.randn(7, 2)
+    stages = flow.forward_stages(x)
+    assert len(stages) == 5 + 2 and stages[0] is x
+    with torch.no_grad():
+        z, _ = flow.forward(x)
+        back, _ = flow.inverse(z)
+    assert torch.allclose(stages[1], (x - loc) / scale)
+    assert torch.allclose(stages[-1], z, atol=1e-6)
+    inverse_stages = flow.inverse_stages(z)
+    assert torch.allclose(inverse_stages[0], z) and torch.allclose(inverse_stages[-1], back, atol=1e-6)
+    assert flow.trajectory(z).shape == (6, 7, 2)
+    assert torch.allclose(flow.trajectory(z)[-1], back, atol=1e-6)
+
+
 def test_image_shaped_events():
     torch.manual_seed(0)
     flow = fk.ContinuousFlow(fk.VelocityMLP((1, 3, 3), hidden=16), (1, 3, 3), steps=4).double()

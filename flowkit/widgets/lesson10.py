@@ -14,7 +14,6 @@ The explorers precompute what a slider shows; moving one only swaps arrays.
 from __future__ import annotations
 
 import functools
-import math
 
 import ipywidgets as widgets
 import numpy as np
