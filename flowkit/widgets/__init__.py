@@ -13,3 +13,4 @@ from . import lesson05
 from . import lesson04
 from . import lesson07
 from . import lesson09
+from . import lesson10
