@@ -291,32 +291,3 @@ def summary(exercises: Sequence[Exercise]) -> list[tuple[str, str]]:
                 "not checked": "not checked"}[status]
         print(f"  {i}. {ex.title.ljust(width)}  {mark}")
     return _SummaryRows(rows)
-
-
-from dataclasses import field  # noqa: E402 - only for the legacy type below
-
-
-@dataclass
-class LegacyCheckResult:
-    """The old result type, kept only until every lesson module uses Exercise."""
-
-    exercise: str
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.passed:
-            return f"PASS: {self.exercise}"
-        return f"FAIL: {self.exercise}\n" + "\n".join(f"  - {p}" for p in self.problems)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, printer, cycle):
-        printer.text(str(self))
