@@ -230,3 +230,14 @@ def test_check_transform_reports_a_wrong_inverse():
 
     report = fk.check_transform(BadInverse(), torch.zeros(2, 2))
     assert not report.passed and "does not give back x" in str(report)
+
+
+def test_actnorm_waits_for_a_batch_with_spread():
+    """A single sample has no spread: ActNorm stays the identity until a larger batch comes."""
+    t = fk.ActNorm(2)
+    x = torch.tensor([[3.0, -1.0]])
+    z, log_abs_det = t(x)
+    assert torch.equal(z, x) and torch.equal(log_abs_det, torch.zeros(1)) and not t.initialized
+    z, _ = t(torch.tensor([[1.0, 10.0], [3.0, 30.0]]))
+    assert t.initialized
+    torch.testing.assert_close(z, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]) / math.sqrt(2.0))
