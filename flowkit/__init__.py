@@ -6,16 +6,17 @@ returns ``(x, log|det dx/dz|)``.
 """
 
 from . import data, metrics
-from .flow import Flow, StandardNormal
+from .errors import DomainError, NonFiniteError
+from .flow import Chain, Flow, StandardNormal
 from .jacobian import TransformCheck, check_transform, jacobian, log_abs_det_jacobian
 from .metrics import bits_per_dim
-from .models import RealNVP
+from .models import ImageRealNVP, RealNVP
 from . import images
-from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
+from .images import LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
 from .continuous import ContinuousFlow, VelocityMLP, fit_flow_matching
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
-from .train import History, fit, mean_nll
+from .train import History, fit, mean_nll, minibatches, warmup_cosine
 from . import targets
 from .vi import fit_vi, importance
 from .transforms import (
