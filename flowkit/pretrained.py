@@ -50,8 +50,9 @@ PRETRAINED: dict[str, dict] = {
 
 def _model_builders() -> dict:
     from .images import ImageRealNVP
+    from .conditional import ConditionalImageRealNVP
 
-    return {"ImageRealNVP": ImageRealNVP}
+    return {"ImageRealNVP": ImageRealNVP, "ConditionalImageRealNVP": ConditionalImageRealNVP}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
