@@ -13,6 +13,8 @@ from .models import RealNVP
 from . import images
 from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
+from .conditional import ConditionalImageRealNVP, ConditionalRealNVP
+from . import conditional_data
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll
 from .transforms import (

@@ -22,6 +22,8 @@ __all__ = [
     "digit_class_explorer",
     "confusion_figure",
     "completion_explorer",
+    "disagreeing_completions",
+    "completion_votes_figure",
     "tone_explorer",
     "as_images",
     "lesson_figure",
@@ -212,6 +214,50 @@ def completion_explorer(flow, images: torch.Tensor, count: int = 10, seed: int =
     return Explorer(widgets.VBox([index, kind, temperature, fig.canvas]), fig,
                     {"index": index, "kind": kind, "temperature": temperature}, update,
                     artists={"completions": completions})
+
+
+@torch.no_grad()
+def disagreeing_completions(completion_flow, classifier_flow, images: torch.Tensor, count: int = 12,
+                            kind: str = "top", temperature: float = 0.8, seed: int = 0):
+    """The image among ``images`` whose ``count`` completions the classifier splits most evenly.
+
+    Each completion of each image (given its ``kind`` degradation) is classified by Bayes'
+    rule with equal priors under the class-conditional ``classifier_flow``. Returns
+    ``(index, completions (count, 8, 8), votes (count,))`` for the image whose votes have
+    the highest entropy.
+    """
+    from ..conditional_data import class_log_likelihoods, degrade
+
+    g = torch.Generator().manual_seed(seed)
+    best = (-1.0, 0, None, None)
+    for i in range(len(images)):
+        context = degrade(images[i:i + 1], kind).expand(count, -1, -1, -1)
+        z = temperature * torch.randn((count, *completion_flow.latent_shape), generator=g)
+        x, _ = completion_flow.inverse(z, context=context)
+        levels = x.clamp(0, LEVELS - 1).round().long().reshape(count, 1, 8, 8)
+        votes = class_log_likelihoods(classifier_flow, levels, draws=1, seed=seed).argmax(dim=1).numpy()
+        shares = np.bincount(votes, minlength=10) / count
+        entropy = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
+        if entropy > best[0]:
+            best = (entropy, i, as_images(x), votes)
+    return best[1], best[2], best[3]
+
+
+def completion_votes_figure(image: torch.Tensor, completions: np.ndarray, votes: np.ndarray, kind: str = "top"):
+    """The digit, what is seen of it, and its completions titled with the classifier's vote."""
+    from ..conditional_data import degrade, visible_part
+
+    count = len(completions)
+    with plt.ioff():
+        fig, axes = plt.subplots(2, count // 2 + 1, figsize=(8.2, 2.9))
+    show_digits(axes[0, 0], image[:, 0].float(), cols=1, title="digit")
+    show_digits(axes[1, 0], visible_part(degrade(image[None] if image.dim() == 3 else image, kind)), cols=1,
+                title="seen")
+    for ax, completion, vote in zip(axes[:, 1:].ravel(), completions, votes):
+        show_digits(ax, completion[None], cols=1, title=f"reads {vote}")
+    fig.suptitle("one top half, many completions, several digits", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------------
