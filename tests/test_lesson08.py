@@ -86,3 +86,60 @@ def test_learner_exceptions_are_reported_not_raised():
 
 def test_exact_value_uniform_labels():
     assert math.isclose(ex.reference_label_bits(torch.full((10,), 0.1), 64), math.log2(10) / 64, rel_tol=1e-6)
+
+
+# ----------------------------------------------------------------------------------
+# Explorers: sliders move headlessly and the picture follows
+# ----------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+import flowkit as fk  # noqa: E402
+from flowkit import conditional_data as cd  # noqa: E402
+from flowkit.conditional import ConditionalImageRealNVP, ConditionalRealNVP, Standardize  # noqa: E402
+from flowkit.widgets import lesson08 as w  # noqa: E402
+
+
+def _nudge(flow, seed=0, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return flow.eval()
+
+
+def test_moons_explorer_follows_the_noise_slider():
+    flow = _nudge(ConditionalRealNVP(2, 1, num_couplings=2, hidden=8, embedding=Standardize(0.14, 0.04)), scale=0.3)
+    levels = [0.05, 0.1, 0.2]
+    explorer = w.moons_context_explorer(flow, levels, [0.3, 0.02, 0.05], [0.1], grid_n=20)
+    explorer.set(noise=0)
+    low = np.array(explorer.artists["exact"].get_array())
+    explorer.set(noise=2)
+    high = np.array(explorer.artists["exact"].get_array())
+    assert low.max() > high.max()          # less noise: a sharper, higher exact density
+    assert explorer.artists["marker"].get_xdata()[0] == 0.2
+
+
+def test_digit_and_completion_explorers_redraw():
+    labels_flow = _nudge(ConditionalImageRealNVP(classes=10, hidden=8, couplings=1))
+    explorer = w.digit_class_explorer(labels_flow, count=6)
+    before = np.array(explorer.artists["samples"].get_array())
+    explorer.set(digit=7, temperature=0.3)
+    assert not np.allclose(before, np.array(explorer.artists["samples"].get_array()), equal_nan=True)
+
+    completion_flow = _nudge(ConditionalImageRealNVP(context_channels=3, hidden=8, couplings=1))
+    explorer = w.completion_explorer(completion_flow, fk.data.digits("test")[:5], count=4)
+    before = np.array(explorer.artists["completions"].get_array())
+    explorer.set(index=3, kind="lowres")
+    assert not np.allclose(before, np.array(explorer.artists["completions"].get_array()), equal_nan=True)
+
+
+def test_tone_explorer_spectrum_follows_the_pitch():
+    flow = _nudge(ConditionalRealNVP(64, 2, num_couplings=2, hidden=8,
+                                     embedding=Standardize([625.0, 0.5], [217.0, 0.29])))
+    explorer = w.tone_explorer(flow, count=8)
+    explorer.set(pitch=250.0, brightness=0.0)
+    freqs = explorer.artists["data_spectrum"].get_xdata()
+    assert freqs[np.argmax(explorer.artists["data_spectrum"].get_ydata())] == 250.0
+    explorer.set(pitch=750.0)
+    assert freqs[np.argmax(explorer.artists["data_spectrum"].get_ydata())] == 750.0
