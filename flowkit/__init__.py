@@ -6,7 +6,8 @@ returns ``(x, log|det dx/dz|)``.
 """
 
 from . import data, metrics
-from .flow import Flow, StandardNormal
+from .errors import DomainError, NonFiniteError
+from .flow import Chain, Flow, StandardNormal
 from .jacobian import TransformCheck, check_transform, jacobian, log_abs_det_jacobian
 from .metrics import bits_per_dim
 from .models import RealNVP
@@ -16,7 +17,7 @@ from .pretrained import load_checkpoint, load_pretrained
 from .conditional import ConditionalImageRealNVP, ConditionalRealNVP
 from . import conditional_data
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
-from .train import History, fit, mean_nll
+from .train import History, fit, mean_nll, minibatches, warmup_cosine
 from .transforms import (
     ActNorm,
     Affine,

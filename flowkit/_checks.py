@@ -12,7 +12,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["as_event_shape", "check_tensor", "check_count", "check_positive"]
+from .errors import NonFiniteError
+
+__all__ = ["as_event_shape", "check_tensor", "check_count", "check_positive", "check_context"]
 
 
 def as_event_shape(event_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -76,7 +78,7 @@ def check_tensor(
             )
     if finite and x.numel() > 0 and not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite values")
+        raise NonFiniteError(f"{name} contains {bad} NaN or infinite value(s); expected finite values")
     return x
 
 
@@ -103,3 +105,69 @@ def check_positive(value, name: str) -> float:
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {value}")
     return value
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(["batch", *map(str, shape)]) + ")"
+
+
+def check_context(context, batch: int, context_shape: tuple[int, ...] | None = None,
+                  classes: int | None = None, who: str = "this flow") -> torch.Tensor:
+    """Check a context and give it one row per sample: ``(batch, *context_shape)``.
+
+    ``context_shape`` is the shape of one context (``None``: any shape, but batched).
+    ``classes`` set means integer class labels in ``[0, classes)``, one per sample.
+    A context with batch size 1, or a single unbatched one (shape ``context_shape``,
+    e.g. a 0-d label), is repeated for all ``batch`` samples.
+    """
+    if classes is not None:
+        context_shape = ()
+    wanted = "(batch,) integer class labels" if classes is not None else (
+        f"shape {_shape_text(context_shape)}" if context_shape is not None else "shape (batch, ...)")
+    if context is None:
+        raise TypeError(f"{who} is conditional: pass context= of {wanted}")
+    if isinstance(context, np.ndarray):
+        dtype = "torch.long" if classes is not None else "torch.float32"
+        raise TypeError(
+            f"context must be a torch.Tensor, got a NumPy array; convert it with "
+            f"torch.as_tensor(context, dtype={dtype})"
+        )
+    if not isinstance(context, torch.Tensor):
+        hint = " (did you mean temperature=...?)" if isinstance(context, float) else ""
+        raise TypeError(f"context must be a torch.Tensor of {wanted}, got {type(context).__name__}{hint}")
+    if classes is not None:
+        if context.dtype.is_floating_point or context.dtype.is_complex or context.dtype == torch.bool:
+            raise TypeError(
+                f"context must hold integer class labels in [0, {classes}), got dtype {context.dtype}; "
+                "use context.long()"
+            )
+    elif not context.dtype.is_floating_point:
+        raise TypeError(f"context must be a floating-point tensor, got dtype {context.dtype}; use context.float()")
+    if context_shape is not None:
+        context_shape = tuple(context_shape)
+        if context.dim() == len(context_shape) and tuple(context.shape) == context_shape:
+            context = context.unsqueeze(0)  # one unbatched context: the same for every sample
+        elif context.dim() != len(context_shape) + 1 or tuple(context.shape[1:]) != context_shape:
+            raise ValueError(
+                f"context has shape {tuple(context.shape)}, expected {wanted} "
+                "(or one context without the batch dimension)"
+            )
+    elif context.dim() == 0:
+        raise ValueError(f"context must have a batch dimension: got a scalar, expected {wanted}")
+    if context.shape[0] != batch:
+        if context.shape[0] != 1:
+            raise ValueError(
+                f"context has batch size {context.shape[0]} but there are {batch} samples: "
+                "pass one context per sample, or a single one for all"
+            )
+        context = context.expand(batch, *context.shape[1:])
+    if classes is not None:
+        if context.numel() and (context.min() < 0 or context.max() >= classes):
+            raise ValueError(
+                f"context labels must lie in [0, {classes}), got values in "
+                f"[{context.min().item()}, {context.max().item()}]"
+            )
+    elif context.numel() and not torch.isfinite(context).all():
+        bad = (~torch.isfinite(context)).sum().item()
+        raise NonFiniteError(f"context contains {bad} NaN or infinite value(s); expected finite values")
+    return context

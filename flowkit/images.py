@@ -23,7 +23,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ._checks import check_count, check_positive, check_tensor
-from .flow import Flow, StandardNormal
+from .flow import Chain, Flow, StandardNormal
 from .splines import num_spline_params, unit_spline
 from .transforms import (
     ActNorm,
@@ -176,35 +176,6 @@ class Unsqueeze(Transform):
 # ----------------------------------------------------------------------------------
 # Plumbing: chains, reshapes and the multi-scale split
 # ----------------------------------------------------------------------------------
-
-
-class Chain(Transform):
-    """Transforms applied one after the other (a flow without a base distribution)."""
-
-    def __init__(self, transforms: Sequence[Transform]):
-        super().__init__()
-        transforms = list(transforms)
-        for i, t in enumerate(transforms):
-            if not isinstance(t, Transform):
-                raise TypeError(f"Chain expects flowkit Transforms; item {i} is a {type(t).__name__}")
-        self.transforms = nn.ModuleList(transforms)
-
-    def forward(self, x):
-        total = x.new_zeros(x.shape[0])
-        for t in self.transforms:
-            x, log_abs_det = t(x)
-            total = total + log_abs_det
-        return x, total
-
-    def inverse(self, z):
-        total = z.new_zeros(z.shape[0])
-        for t in reversed(self.transforms):
-            z, log_abs_det = t.inverse(z)
-            total = total + log_abs_det
-        return z, total
-
-    def __len__(self) -> int:
-        return len(self.transforms)
 
 
 class Reshape(Transform):

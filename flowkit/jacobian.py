@@ -84,7 +84,8 @@ class TransformCheck:
         printer.text(str(self))
 
 
-def check_transform(transform: Transform, x: Tensor, tolerance: float = 1e-5) -> TransformCheck:
+def check_transform(transform: Transform, x: Tensor, tolerance: float = 1e-5,
+                    context: Tensor | None = None) -> TransformCheck:
     """Check a transform against the definition of a flow layer, in float64.
 
     * ``inverse(forward(x))`` gives back ``x``;
@@ -92,19 +93,34 @@ def check_transform(transform: Transform, x: Tensor, tolerance: float = 1e-5) ->
     * ``inverse``'s log-det equals autograd's ``log|det dx/dz|``;
     * the two log-dets are negatives of each other.
 
-    Works on a deep copy, so the transform itself is untouched.
+    For a conditional transform or flow, ``context`` gives each sample its context (one
+    row per sample, or one for all); every check then holds per context, the Jacobian
+    being taken with respect to ``x`` at fixed context. Works on a deep copy, so the
+    transform itself is untouched.
     """
     if not isinstance(transform, Transform):
         raise TypeError(f"check_transform expects a flowkit Transform, got {type(transform).__name__}")
     check_tensor(x, "x", transform.event_shape)
+    if transform.conditional:
+        context = transform._check_context(context, x.shape[0])
+    elif context is not None:
+        raise TypeError(f"{type(transform).__name__} is not conditional: it takes no context")
     t = copy.deepcopy(transform).double()
     x64 = x.detach().double()
     name = type(transform).__name__
+    if context is not None:
+        context = context.detach()
+        if context.dtype.is_floating_point:
+            context = context.double()
+        forward = lambda v: t.forward(v, context)  # noqa: E731
+        inverse = lambda v: t.inverse(v, context)  # noqa: E731
+    else:
+        forward, inverse = t.forward, t.inverse
     with torch.no_grad():
-        z, logdet_forward = t.forward(x64)
-        x_back, logdet_inverse = t.inverse(z)
-    auto_forward = log_abs_det_jacobian(t.forward, x64)
-    auto_inverse = log_abs_det_jacobian(t.inverse, z)
+        z, logdet_forward = forward(x64)
+        x_back, logdet_inverse = inverse(z)
+    auto_forward = log_abs_det_jacobian(forward, x64)
+    auto_inverse = log_abs_det_jacobian(inverse, z)
 
     def worst(a: Tensor, b: Tensor) -> tuple[float, int]:
         diff = (a - b).abs().reshape(a.shape[0], -1).amax(dim=1)

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from ._checks import as_event_shape, check_tensor
+from ._checks import check_context, check_tensor
+from .errors import DomainError, NonFiniteError
 from .splines import num_spline_params, unit_spline
 
 __all__ = [
@@ -54,41 +55,59 @@ def sum_event(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).sum(dim=1)
 
 
+def _check_output(transform: "Transform", out, inputs: Tensor, direction: str) -> None:
+    """Check what a forward/inverse returned: a pair of tensors, one finite log-det per sample."""
+    name = type(transform).__name__
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            f"{name}.{direction} must return a pair (output, log_abs_det), "
+            f"got {type(out).__name__}"
+        )
+    y, log_abs_det = out
+    if not isinstance(y, Tensor) or not isinstance(log_abs_det, Tensor):
+        raise TypeError(f"{name}.{direction} must return two tensors (output, log_abs_det)")
+    if log_abs_det.shape != (inputs.shape[0],):
+        raise ValueError(
+            f"{name}.{direction} returned log_abs_det of shape {tuple(log_abs_det.shape)}, "
+            f"expected ({inputs.shape[0]},): one value per sample, summed over the event "
+            "dimensions (flowkit.transforms.sum_event does that)"
+        )
+    if y.numel() and not (torch.isfinite(y).all() and torch.isfinite(log_abs_det).all()):
+        locate = getattr(transform, "_locate_non_finite", None)
+        if locate is not None:  # a chain names the layer that failed, if it can
+            locate(direction, inputs)
+        raise NonFiniteError(
+            f"{name}.{direction} produced NaN or infinite values from finite inputs "
+            f"(input range [{inputs.min().item():.3g}, {inputs.max().item():.3g}]); "
+            "the input may be outside the transform's domain or the parameters have diverged"
+        )
+
+
 def _checked(method: Callable, direction: str) -> Callable:
-    """Wrap a subclass's forward/inverse with input and output checks."""
+    """Wrap a subclass's forward/inverse with input, context and output checks."""
     arg = "x" if direction == "forward" else "z"
 
     @functools.wraps(method)
-    def wrapper(self, inputs, *args, **kwargs):
+    def wrapper(self, inputs, context=None):
         name = type(self).__name__
         # forward takes data (event_shape); inverse takes latents, whose shape can differ (a Flow
         # whose transforms reshape says so through latent_shape).
         shape = self.event_shape if direction == "forward" else self.latent_shape
         check_tensor(inputs, f"{name}.{direction} input {arg}", shape)
-        out = method(self, inputs, *args, **kwargs)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(
-                f"{name}.{direction} must return a pair (output, log_abs_det), "
-                f"got {type(out).__name__}"
-            )
-        y, log_abs_det = out
-        if not isinstance(y, Tensor) or not isinstance(log_abs_det, Tensor):
-            raise TypeError(f"{name}.{direction} must return two tensors (output, log_abs_det)")
-        if log_abs_det.shape != (inputs.shape[0],):
-            raise ValueError(
-                f"{name}.{direction} returned log_abs_det of shape {tuple(log_abs_det.shape)}, "
-                f"expected ({inputs.shape[0]},): one value per sample, summed over the event "
-                "dimensions (flowkit.transforms.sum_event does that)"
-            )
-        if y.numel() and not (torch.isfinite(y).all() and torch.isfinite(log_abs_det).all()):
-            raise ValueError(
-                f"{name}.{direction} produced NaN or infinite values from finite inputs "
-                f"(input range [{inputs.min().item():.3g}, {inputs.max().item():.3g}]); "
-                "the input may be outside the transform's domain or the parameters have diverged"
-            )
+        if self.conditional:
+            context = self._check_context(context, inputs.shape[0])
+            out = method(self, inputs, context)
+        else:
+            if context is not None:
+                raise TypeError(
+                    f"{name} is not conditional: it takes no context, but context= was given"
+                )
+            out = method(self, inputs)
+        _check_output(self, out, inputs, direction)
         return out
 
     wrapper._flowkit_checked = True
+    wrapper._unchecked = method
     return wrapper
 
 
@@ -100,11 +119,20 @@ class Transform(nn.Module):
     input (NumPy arrays, integer tensors, a missing batch dimension, NaN) and bad output
     (a log-det of the wrong shape, NaN) raise a clear error.
 
+    A *conditional* transform sets ``conditional = True`` and implements
+    ``forward(x, context)`` and ``inverse(z, context)``: ``context`` holds one row per
+    sample (``(batch, ...)``), the same rows in both directions. A plain transform keeps
+    its one-argument signature and works unchanged inside a conditional :class:`~flowkit.Flow`,
+    which passes the context only to transforms whose ``conditional`` is True.
+
     ``event_shape`` is the shape of one sample, or ``None`` when the transform works
-    on any shape (elementwise transforms).
+    on any shape (elementwise transforms). A conditional transform may set
+    ``context_shape`` (the shape of one context row) to have it checked.
     """
 
     event_shape: tuple[int, ...] | None = None
+    conditional: bool = False
+    context_shape: tuple[int, ...] | None = None
 
     @property
     def latent_shape(self) -> tuple[int, ...] | None:
@@ -117,6 +145,10 @@ class Transform(nn.Module):
             method = cls.__dict__.get(direction)
             if method is not None and not getattr(method, "_flowkit_checked", False):
                 setattr(cls, direction, _checked(method, direction))
+
+    def _check_context(self, context, batch: int) -> Tensor:
+        """The context one call of this transform receives, checked: ``(batch, *context_shape)``."""
+        return check_context(context, batch, self.context_shape, who=type(self).__name__)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
@@ -139,15 +171,24 @@ class Inverse(Transform):
             raise TypeError(f"Inverse expects a flowkit Transform, got {type(transform).__name__}")
         self.transform = transform
         self.event_shape = transform.latent_shape
+        self.conditional = transform.conditional
+        self.context_shape = transform.context_shape
 
     @property
     def latent_shape(self):
         return self.transform.event_shape
 
-    def forward(self, x):
+    def _check_context(self, context, batch):
+        return self.transform._check_context(context, batch)
+
+    def forward(self, x, context=None):
+        if self.conditional:
+            return self.transform.inverse(x, context)
         return self.transform.inverse(x)
 
-    def inverse(self, z):
+    def inverse(self, z, context=None):
+        if self.conditional:
+            return self.transform.forward(z, context)
         return self.transform.forward(z)
 
 
@@ -167,7 +208,7 @@ def _store(module: nn.Module, name: str, value: Tensor, learnable: bool) -> None
 
 def _require_open_interval(t: Tensor, low: float, high: float, who: str) -> None:
     if not ((t > low) & (t < high)).all():
-        raise ValueError(
+        raise DomainError(
             f"{who} expects values strictly inside ({low:g}, {high:g}); got values in "
             f"[{t.min().item():.4g}, {t.max().item():.4g}]"
         )
