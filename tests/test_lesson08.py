@@ -2,9 +2,13 @@
 
 import math
 
-import torch
+import matplotlib
 
-from flowkit.exercises import lesson08 as ex
+matplotlib.use("module://ipympl.backend_nbagg")  # explorers put the figure's canvas in a widget
+
+import torch  # noqa: E402
+
+from flowkit.exercises import lesson08 as ex  # noqa: E402
 
 
 def template(*args):

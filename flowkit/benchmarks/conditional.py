@@ -31,7 +31,7 @@ BETWEEN_NOISE = [0.09, 0.11, 0.13, 0.15, 0.17, 0.19]
 OUTSIDE_NOISE = [0.03, 0.05, 0.06, 0.24, 0.28, 0.32]
 
 
-def train_conditional_moons(steps: int = 2000, hidden: int = 64, num_couplings: int = 8, seed: int = 0,
+def train_conditional_moons(steps: int = 3000, hidden: int = 64, num_couplings: int = 8, seed: int = 0,
                             progress: bool = False):
     """The lesson's conditional moons flow: one ConditionalRealNVP for every trained noise level."""
     import flowkit as fk
@@ -107,7 +107,7 @@ def completion(draws: int = 8) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowkit.bench conditional", description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["moons", "digits", "completion"], action="append")
-    parser.add_argument("--moons-steps", type=int, default=2000)
+    parser.add_argument("--moons-steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

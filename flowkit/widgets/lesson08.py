@@ -88,6 +88,7 @@ def moons_context_explorer(flow, noise_values, kl_gaps, trained_levels, grid_n: 
                                      description="noise level c", continuous_update=True,
                                      style={"description_width": "initial"}, layout=widgets.Layout(width="420px"))
 
+    @torch.no_grad()
     def update():
         i = slider.value
         vmax = exact[i].max()
@@ -143,6 +144,7 @@ def digit_class_explorer(flow, count: int = 24, seed: int = 0) -> Explorer:
                                   style={"button_width": "32px", "description_width": "initial"})
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
+    @torch.no_grad()
     def update():
         labels = torch.full((count,), int(digit.value), dtype=torch.long)
         x, _ = flow.inverse(z * temperature.value, context=labels)
@@ -201,6 +203,7 @@ def completion_explorer(flow, images: torch.Tensor, count: int = 10, seed: int =
                                  description="keep", style={"description_width": "initial"})
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
+    @torch.no_grad()
     def update():
         image = images[index.value:index.value + 1]
         context = degrade(image, kind.value)
@@ -292,6 +295,7 @@ def tone_explorer(flow, count: int = 64, seed: int = 0) -> Explorer:
     pitch = float_slider("pitch (Hz)", 440.0, PITCH_RANGE[0], PITCH_RANGE[1], 10.0, ".0f")
     brightness = float_slider("brightness", 0.3, 0.0, 1.0, 0.05)
 
+    @torch.no_grad()
     def update():
         context = tone_context(pitch.value, brightness.value)
         x, _ = flow.inverse(z, context=context.expand(count, -1))
