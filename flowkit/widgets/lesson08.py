@@ -221,13 +221,15 @@ def completion_explorer(flow, images: torch.Tensor, count: int = 10, seed: int =
 
 @torch.no_grad()
 def disagreeing_completions(completion_flow, classifier_flow, images: torch.Tensor, count: int = 12,
-                            kind: str = "top", temperature: float = 0.8, seed: int = 0):
+                            kind: str = "top", temperature: float = 0.8, seed: int = 0,
+                            between: tuple[int, int] | None = None):
     """The image among ``images`` whose ``count`` completions the classifier splits most evenly.
 
     Each completion of each image (given its ``kind`` degradation) is classified by Bayes'
     rule with equal priors under the class-conditional ``classifier_flow``. Returns
     ``(index, completions (count, 8, 8), votes (count,))`` for the image whose votes have
-    the highest entropy.
+    the highest entropy, or, with ``between=(a, b)``, the most votes for the rarer of
+    ``a`` and ``b`` (ties: the most votes for ``a`` and ``b`` together).
     """
     from ..conditional_data import class_log_likelihoods, degrade
 
@@ -240,7 +242,11 @@ def disagreeing_completions(completion_flow, classifier_flow, images: torch.Tens
         levels = x.clamp(0, LEVELS - 1).round().long().reshape(count, 1, 8, 8)
         votes = class_log_likelihoods(classifier_flow, levels, draws=1, seed=seed).argmax(dim=1).numpy()
         shares = np.bincount(votes, minlength=10) / count
-        entropy = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
+        if between is not None:
+            a, b = (int((votes == k).sum()) for k in between)
+            entropy = min(a, b) + (a + b) / (2 * count + 1)
+        else:
+            entropy = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
         if entropy > best[0]:
             best = (entropy, i, as_images(x), votes)
     return best[1], best[2], best[3]
