@@ -145,10 +145,14 @@ def digit_class_explorer(flow, count: int = 24, seed: int = 0) -> Explorer:
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
     @torch.no_grad()
+    cache: dict = {}  # a setting seen once redraws without running the flow again
+
     def update():
-        labels = torch.full((count,), int(digit.value), dtype=torch.long)
-        x, _ = flow.inverse(z * temperature.value, context=labels)
-        artist.set_data(mosaic(as_images(x), cols=12))
+        key = (int(digit.value), round(temperature.value, 4))
+        if key not in cache:
+            labels = torch.full((count,), key[0], dtype=torch.long)
+            cache[key] = mosaic(as_images(flow.inverse(z * temperature.value, context=labels)[0]), cols=12)
+        artist.set_data(cache[key])
         ax.set_title(f"samples of p(x | y = {digit.value}) at T = {temperature.value:.2f}", fontsize=10)
         fig.canvas.draw_idle()
 
@@ -204,13 +208,18 @@ def completion_explorer(flow, images: torch.Tensor, count: int = 10, seed: int =
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
     @torch.no_grad()
+    cache: dict = {}  # a setting seen once redraws without running the flow again
+
     def update():
         image = images[index.value:index.value + 1]
         context = degrade(image, kind.value)
-        x, _ = flow.inverse(z * temperature.value, context=context.expand(count, -1, -1, -1))
+        key = (index.value, kind.value, round(temperature.value, 4))
+        if key not in cache:
+            x, _ = flow.inverse(z * temperature.value, context=context.expand(count, -1, -1, -1))
+            cache[key] = mosaic(as_images(x), cols=5)
         truth.set_data(mosaic(image[:, 0].float()))
         seen.set_data(mosaic(visible_part(context)))
-        completions.set_data(mosaic(as_images(x), cols=5))
+        completions.set_data(cache[key])
         axes[2].set_title(f"{count} completions at T = {temperature.value:.2f}", fontsize=10)
         fig.canvas.draw_idle()
 
@@ -257,13 +266,14 @@ def completion_votes_figure(image: torch.Tensor, completions: np.ndarray, votes:
     from ..conditional_data import degrade, visible_part
 
     count = len(completions)
+    image = image.reshape(1, 1, 8, 8)
     with plt.ioff():
-        fig, axes = plt.subplots(2, count // 2 + 1, figsize=(8.2, 2.9))
-    show_digits(axes[0, 0], image[:, 0].float(), cols=1, title="digit")
-    show_digits(axes[1, 0], visible_part(degrade(image[None] if image.dim() == 3 else image, kind)), cols=1,
-                title="seen")
+        fig, axes = plt.subplots(2, count // 2 + 1, figsize=(8.2, 3.4))
+    show_digits(axes[0, 0], image[:, 0].float(), cols=1, title="the digit")
+    show_digits(axes[1, 0], visible_part(degrade(image, kind)), cols=1, title="what is seen")
     for ax, completion, vote in zip(axes[:, 1:].ravel(), completions, votes):
-        show_digits(ax, completion[None], cols=1, title=f"reads {vote}")
+        show_digits(ax, completion[None], cols=1)
+        ax.set_title(f"reads {vote}", fontsize=9)
     fig.suptitle("one top half, many completions, several digits", fontsize=10)
     fig.tight_layout()
     return fig
