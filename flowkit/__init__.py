@@ -10,9 +10,9 @@ from .errors import DomainError, NonFiniteError
 from .flow import Chain, Flow, StandardNormal
 from .jacobian import TransformCheck, check_transform, jacobian, log_abs_det_jacobian
 from .metrics import bits_per_dim
-from .models import RealNVP
+from .models import ImageRealNVP, RealNVP
 from . import images
-from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
+from .images import LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
 from .conditional import ConditionalImageRealNVP, ConditionalRealNVP
 from . import conditional_data

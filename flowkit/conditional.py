@@ -30,10 +30,12 @@ from torch import Tensor, nn
 
 from ._checks import check_count
 from .flow import Flow, StandardNormal
-from .images import LogitPreprocess, ResNetConditioner, Squeeze, Unsqueeze, VariationalDequantizer, squeeze
+from .couplings import AffineCoupling, SplineCoupling, alternating_mask, channel_mask, checkerboard_mask
+from .images import LogitPreprocess, Squeeze, Unsqueeze, VariationalDequantizer, squeeze
+from .linear import ActNorm
+from .nets import MLP, ResNetConditioner
 from .splines import num_spline_params, unit_spline
-from .transforms import ActNorm, AffineCoupling, MLP, SplineCoupling, Transform, alternating_mask
-from .transforms import channel_mask, checkerboard_mask, sum_event
+from .transforms import Transform, sum_event
 
 __all__ = [
     "ConditionalAffineCoupling",

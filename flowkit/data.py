@@ -47,6 +47,11 @@ def two_moons(n: int, noise: float = 0.1, seed: int = 0) -> Tensor:
     Each point picks an arc with probability 1/2, a position ``t ~ U[0, pi]`` along it,
     and isotropic Gaussian noise of standard deviation ``noise``. The same ``seed`` gives
     the same points.
+
+    Example:
+        >>> import flowkit as fk
+        >>> fk.data.two_moons(1000, seed=0).shape
+        torch.Size([1000, 2])
     """
     n = check_count(n, "n")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
@@ -79,6 +84,11 @@ def two_moons_log_prob(x: Tensor, noise: float = 0.1, panels: int = 256, order: 
     The integral along each arc is done in log space with composite Gauss-Legendre
     quadrature (``panels`` x ``order`` nodes), accurate to far below 0.01 in log p.
     Computed in float64; returned in ``x``'s dtype.
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> fk.data.two_moons_log_prob(torch.tensor([[1.0, 0.0], [5.0, 5.0]])) > -5
+        tensor([ True, False])
     """
     check_tensor(x, "x", (2,))
     sigma = check_positive(noise, "noise")
@@ -246,6 +256,12 @@ def dequantize(x: Tensor, levels: int = DIGIT_LEVELS, generator: torch.Generator
     probability of at least :math:`\exp\,\mathbb E_u[\log p(k + u)]` (each unit cube has
     volume 1), so its negative log-density in these *level units* is an upper bound on the
     discrete code length: divide by :math:`D \ln 2` for bits per dimension.
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> x = fk.data.dequantize(torch.tensor([[3, 16]]))
+        >>> bool(((x >= torch.tensor([3, 16])) & (x < torch.tensor([4, 17]))).all())
+        True
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of integer levels, got {type(x).__name__}")

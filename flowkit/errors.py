@@ -18,8 +18,8 @@ Example:
     >>> try:
     ...     fk.Log()(torch.tensor([[-1.0]]))
     ... except fk.DomainError as err:
-    ...     print("domain:", str(err)[:40])
-    domain: Log.forward expects values strictly ins
+    ...     print(type(err).__name__, "is a ValueError:", isinstance(err, ValueError))
+    DomainError is a ValueError: True
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import as_event_shape, check_context, check_count, check_positive, check_tensor
-from .transforms import Transform, sum_event
+from .transforms import CHECK_MODE, Transform, sum_event
 
 __all__ = ["StandardNormal", "Chain", "Flow"]
 
@@ -105,13 +105,51 @@ class Chain(Transform):
         return self._cascade(z, context, inverse=True)
 
     def _cascade(self, h: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        """The one loop: every transform in order (or reversed, each inverted), log-dets summed."""
+        """The one loop: every transform in order (or reversed, each inverted), log-dets summed.
+
+        Called from outside any chain, the layers skip their finiteness checks (this
+        chain's own call checks its input and output once); if anything fails, the layers
+        run again with every check, so the error names the layer at fault.
+        """
+        outermost = CHECK_MODE.get() == "top"
+        token = CHECK_MODE.set("fast") if outermost else None
+        try:
+            return self._loop(h, context, inverse)
+        except (ValueError, TypeError):
+            if outermost:
+                CHECK_MODE.reset(token)
+                token = None
+                self._locate_failure("inverse" if inverse else "forward", h, context, embedded=True)
+            raise
+        finally:
+            if token is not None:
+                CHECK_MODE.reset(token)
+
+    def _loop(self, h: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         total = h.new_zeros(h.shape[0])
         for t in (reversed(self.transforms) if inverse else self.transforms):
             step = t.inverse if inverse else t.forward
             h, log_abs_det = step(h, context) if t.conditional else step(h)
             total = total + log_abs_det
         return h, total
+
+    def _locate_failure(self, direction: str, inputs: Tensor, context: Tensor | None,
+                        embedded: bool = False) -> None:
+        """Run the layers again with every check, so the first layer at fault raises its error."""
+        if CHECK_MODE.get() == "full":
+            return  # already locating, one level up
+        token = CHECK_MODE.set("full")
+        try:
+            with torch.no_grad():
+                if not embedded:
+                    context = self.embed(context)
+                self._loop(inputs, context, direction == "inverse")
+        finally:
+            CHECK_MODE.reset(token)
+
+    def embed(self, context: Tensor | None) -> Tensor | None:
+        """What the conditional transforms receive; a plain chain passes the context as it is."""
+        return context
 
     def _stages(self, h: Tensor, context: Tensor | None, inverse: bool) -> list[Tensor]:
         stages = [h]
@@ -155,7 +193,7 @@ class Flow(Chain):
         >>> import torch, flowkit as fk
         >>> flow = fk.Flow([fk.Affine(2.0, 1.0)], fk.StandardNormal(1))
         >>> flow.log_prob(torch.tensor([[1.0]]))  # z = 3: log N(3) + log 2
-        tensor([-4.7257])
+        tensor([-4.7258])
         >>> flow.sample(4).shape
         torch.Size([4, 1])
     """
@@ -249,6 +287,8 @@ class Flow(Chain):
         ``context`` has one row per sample, or one row (or one unbatched context) for all.
         """
         z, log_abs_det = self.forward(x, context)
+        if isinstance(self.base, StandardNormal):  # z was checked by forward
+            return self.base._log_prob(z) + log_abs_det
         return self.base.log_prob(z) + log_abs_det
 
     def sample(self, n: int, context: Tensor | None = None, temperature: float = 1.0,

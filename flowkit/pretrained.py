@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import NonFiniteError
 from .flow import Flow
 
 __all__ = ["load_pretrained", "load_checkpoint", "save_checkpoint", "file_sha256",
@@ -67,7 +68,7 @@ PRETRAINED: dict[str, dict] = {
 
 
 def _model_builders() -> dict:
-    from .images import ImageRealNVP
+    from .models import ImageRealNVP
     from .conditional import ConditionalImageRealNVP
 
     return {"ImageRealNVP": ImageRealNVP, "ConditionalImageRealNVP": ConditionalImageRealNVP}
@@ -157,7 +158,8 @@ def _check_config(config, builder_name: str, where: str) -> dict:
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None) -> Flow:
     """Rebuild a flow from a checkpoint written by :func:`save_checkpoint` (eval mode).
 
-    Raises ``ValueError`` with the reason for a file that is not a checkpoint, is
+    Raises ``FileNotFoundError`` for a missing file, and ``ValueError`` with the reason
+    for a file that is not a checkpoint, is
     truncated, corrupted, fails ``expected_sha256`` (or, for a file shipped with flowkit,
     the hash recorded in the package), contains anything but plain tensors and numbers,
     or whose weights do not fit the model its config describes. Nothing in the file is
@@ -166,7 +168,7 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None)
     path = Path(path)
     where = f"checkpoint {path.name!r}"
     if not path.is_file():
-        raise ValueError(f"no checkpoint file at {str(path)!r}")
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     raw = path.read_bytes()
     whole = hashlib.sha256(raw).hexdigest()
     if expected_sha256 is None:
@@ -203,7 +205,7 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None)
     except RuntimeError as err:
         raise ValueError(f"{where}: the weights do not fit the model in its config: {str(err)[:300]}") from None
     if not all(torch.isfinite(v).all() for v in state.values() if v.dtype.is_floating_point):
-        raise ValueError(f"{where}: the weights contain NaN or infinite values")
+        raise NonFiniteError(f"{where}: the weights contain NaN or infinite values")
     flow.metadata = payload.get("metadata", {})
     flow.eval()
     return flow
@@ -214,11 +216,19 @@ def load_pretrained(name: str = "digits-realnvp") -> Flow:
 
     ``"digits-realnvp"``: an :class:`~flowkit.images.ImageRealNVP` on 8x8 digits whose
     ``log_prob`` takes images in level units ``[0, 17)``.
+
+    Example:
+        >>> import math, flowkit as fk
+        >>> flow = fk.load_pretrained("digits-realnvp")
+        >>> x = fk.data.dequantize(fk.data.digits("test")[:50])
+        >>> bits_per_dim = -flow.log_prob(x).mean().item() / (64 * math.log(2))
+        >>> 1.5 < bits_per_dim < 2.1
+        True
     """
     if name not in PRETRAINED:
         raise ValueError(f"unknown pretrained model {name!r}; known ones are {sorted(PRETRAINED)}")
     entry = PRETRAINED[name]
     path = CHECKPOINT_DIR / entry["file"]
     if not path.is_file():
-        raise ValueError(f"the checkpoint file {path} is missing; rebuild it with scripts/train_digits.py")
+        raise FileNotFoundError(f"the checkpoint file {path} is missing; rebuild it with scripts/train_digits.py")
     return load_checkpoint(path, expected_sha256=entry["sha256"])

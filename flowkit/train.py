@@ -218,8 +218,8 @@ def fit(
         >>> flow = fk.Flow([fk.Affine(1.0, 0.0, learnable=True)], fk.StandardNormal(1))
         >>> data = 3.0 + 2.0 * torch.randn(2000, 1, generator=torch.Generator().manual_seed(0))
         >>> history = fk.fit(flow, data, steps=300, lr=0.05, progress=False)
-        >>> round(1 / flow.transforms[0].scale.item(), 1)  # the data's standard deviation
-        2.0
+        >>> abs(1 / flow.transforms[0].scale.item() - 2.0) < 0.2  # the data's standard deviation
+        True
     """
     if not isinstance(flow, Flow):
         raise TypeError(f"fit expects a flowkit Flow, got {type(flow).__name__}")

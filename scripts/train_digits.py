@@ -93,62 +93,42 @@ def main() -> None:
                         dequantizer_bins=args.dequantizer_bins, dequantizer_hidden=args.dequantizer_hidden,
                         spline_bins=args.spline_bins)
     print(f"ImageRealNVP with {sum(p.numel() for p in flow.parameters()):,} parameters; config {flow.config}")
-    optimizer = torch.optim.Adam(flow.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    warmup = min(200, args.steps // 10)
 
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < warmup:
-            return args.lr * (step + 1) / warmup
-        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
-
-    averaged = copy.deepcopy(flow) if args.ema else None
-    best = (math.inf, 0, None)
-    bad_validations = 0
-    order, cursor = torch.randperm(len(train), generator=generator), 0
-    start = time.perf_counter()
-    flow.train()
-    for step in range(1, args.steps + 1):
-        if cursor + args.batch_size > len(train):
-            order, cursor = torch.randperm(len(train), generator=generator), 0
-        batch = train[order[cursor:cursor + args.batch_size]]
-        cursor += args.batch_size
+    def augment_and_dequantize(batch: torch.Tensor) -> torch.Tensor:
         if args.shift:
             chosen = torch.rand(len(batch), generator=generator) < args.shift_prob
             batch = batch.clone()
             batch[chosen] = shift_augment(batch[chosen], generator, args.shift)
-        x = fk.data.dequantize(batch, 17, generator=generator)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1)
-        loss = -flow.log_prob(x).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
-        optimizer.step()
-        if averaged is not None:
-            with torch.no_grad():
-                if step == 1:  # ActNorm set itself up on the first batch: start the average there
-                    averaged.load_state_dict(flow.state_dict())
-                for avg, live in zip(averaged.parameters(), flow.parameters()):
-                    avg.lerp_(live, 1.0 - args.ema)
-        if step % args.val_every == 0 or step == args.steps:
-            scored = flow if averaged is None else averaged
-            val_bpd = dequantized_bits_per_dim(scored, val, draws=4, seed=1)
-            flow.train()
-            improved = val_bpd < best[0] or (args.train_on_val and step == args.steps)
-            if improved:
-                best = (val_bpd, step, copy.deepcopy(scored.state_dict()))
-                bad_validations = 0
-            else:
-                bad_validations += 1
-            train_bpd = loss.item() / (64 * math.log(2))
-            print(f"step {step:5d}  {time.perf_counter() - start:7.1f}s  lr {lr_at(step - 1):.2e}  "
-                  f"train batch {train_bpd:.3f}  val {val_bpd:.4f} bits/dim{'  *' if improved else ''}",
-                  flush=True)
-            if bad_validations >= args.patience and not args.train_on_val:
-                print(f"no improvement in {args.patience} validations: stopping early")
-                break
+        return fk.data.dequantize(batch, 17, generator=generator)
+
+    best = {"bpd": math.inf, "step": 0, "state": None, "bad": 0, "last": 0}
+    start = time.perf_counter()
+
+    def validate(step: int, live, history, loss: float) -> bool:
+        best["last"] = step
+        if step % args.val_every and step != args.steps:
+            return False
+        scored = live if history.averaged is None else history.averaged
+        val_bpd = dequantized_bits_per_dim(scored, val, draws=4, seed=1)
+        improved = val_bpd < best["bpd"] or (args.train_on_val and step == args.steps)
+        if improved:
+            best.update(bpd=val_bpd, step=step, state=copy.deepcopy(scored.state_dict()), bad=0)
+        else:
+            best["bad"] += 1
+        print(f"step {step:5d}  {time.perf_counter() - start:7.1f}s  lr {schedule(step - 1) * args.lr:.2e}  "
+              f"train batch {fk.metrics.nats_to_bits(loss / 64):.3f}  val {val_bpd:.4f} bits/dim{'  *' if improved else ''}",
+              flush=True)
+        if best["bad"] >= args.patience and not args.train_on_val:
+            print(f"no improvement in {args.patience} validations: stopping early")
+            return True
+        return False
+
+    schedule = fk.warmup_cosine(args.steps, warmup=min(200, args.steps // 10))
+    fk.fit(flow, train, args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+           clip_grad=50.0, seed=args.seed, progress=False, preprocess=augment_and_dequantize,
+           lr_schedule=schedule, ema=args.ema or None, callback=validate)
+    step = best["last"]
+    best = (best["bpd"], best["step"], best["state"])
     seconds = time.perf_counter() - start
     flow.load_state_dict(best[2])
     flow.eval()

@@ -13,41 +13,14 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowkit as fk
-from flowkit.jacobian import log_abs_det_jacobian
+from conftest import assert_transform_ok, randn, randomise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
-
-
-def randn(seed, *shape, scale=1.0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
-
-
-def randomise(module, seed, std):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
-def assert_transform_ok(t, x, atol=1e-6, rtol=1e-6):
-    z, ld = t.forward(x)
-    x_back, ld_inv = t.inverse(z)
-    torch.testing.assert_close(x_back, x, atol=atol, rtol=rtol)
-    torch.testing.assert_close(ld, log_abs_det_jacobian(t.forward, x), atol=atol, rtol=rtol)
-    torch.testing.assert_close(ld_inv, log_abs_det_jacobian(t.inverse, z), atol=atol, rtol=rtol)
-    torch.testing.assert_close(ld_inv, -ld, atol=atol, rtol=rtol)
-    report = fk.check_transform(t, x, tolerance=max(atol, 1e-6) * 10)
-    assert report.passed, str(report)
 
 
 def random_order(seed, dim):

@@ -100,7 +100,7 @@ def test_plain_torch_files_and_bad_contents_are_refused(tmp_path, saved):
     torch.save(flow.state_dict(), plain)
     with pytest.raises(ValueError, match="not a flowkit checkpoint"):
         load_checkpoint(plain)
-    with pytest.raises(ValueError, match="no checkpoint file"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         load_checkpoint(tmp_path / "missing.pt")
 
     def payload_file(name, payload):

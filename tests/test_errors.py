@@ -118,15 +118,83 @@ def test_flow_and_fit_argument_types(flow):
         fk.fit(flow, torch.zeros(10, 3), steps=1, progress=False)
     with pytest.raises(ValueError, match="split must be one of"):
         fk.data.digits("validation")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the missing-GPU message needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu(flow):
     with pytest.raises(ValueError, match="no CUDA"):
-        if not torch.cuda.is_available():
-            fk.fit(flow, torch.zeros(10, 2), steps=1, device="cuda")
-        else:
-            raise ValueError("no CUDA check needed on this machine")
+        fk.fit(flow, torch.zeros(10, 2), steps=1, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_on_cuda_trains_there(flow):
+    data = fk.data.two_moons(512, seed=0)
+    history = fk.fit(flow, data, steps=5, batch_size=64, device="cuda", progress=False)
+    assert len(history.loss) == 5
+    assert all(p.device.type == "cuda" for p in flow.parameters())
+    assert flow.log_prob(data[:4].cuda()).device.type == "cuda"
 
 
 def test_diverging_training_stops_with_a_clear_error():
     flow = fk.Flow([fk.Affine(1.0, 0.0, learnable=True)], fk.StandardNormal(1))
     data = torch.full((64, 1), 1e30)
-    with pytest.raises((FloatingPointError, ValueError), match="NaN|infinite|loss became"):
+    with pytest.raises(fk.NonFiniteError, match="NaN|infinite|loss became"):
         fk.fit(flow, data, steps=5, lr=1e10, clip_grad=None, progress=False)
+
+
+class _NaNAfterShift(fk.Transform):
+    """A learner's layer that takes log(x - 10): NaN for the inputs below."""
+
+    def forward(self, x):
+        return torch.log(x - 10), torch.zeros(x.shape[0])
+
+    def inverse(self, z):
+        return torch.exp(z) + 10, torch.zeros(z.shape[0])
+
+
+class _UnsummedLogDet(fk.Transform):
+    def forward(self, x):
+        return x, torch.zeros_like(x)
+
+    def inverse(self, z):
+        return z, torch.zeros(z.shape[0])
+
+
+@pytest.mark.parametrize("after", [fk.Tanh, fk.Log, fk.Exp])
+def test_inside_a_flow_the_failing_layer_is_still_named(after):
+    """Checked once per Flow call, but a learner's layer that fails is named as before,
+    even when a later layer would trip over its NaN first."""
+    flow = fk.Flow([fk.Affine(2.0), _NaNAfterShift(), after()], fk.StandardNormal(2))
+    with pytest.raises(fk.NonFiniteError, match=r"^_NaNAfterShift.forward produced NaN"):
+        flow.log_prob(torch.ones(3, 2))
+    with pytest.raises(ValueError, match=r"^_UnsummedLogDet.forward returned log_abs_det of shape \(3, 2\)"):
+        fk.Flow([fk.Tanh(), _UnsummedLogDet()], fk.StandardNormal(2)).log_prob(torch.ones(3, 2))
+    from flowkit.transforms import CHECK_MODE
+    assert CHECK_MODE.get() == "top"  # the failure left no mode behind
+
+
+def test_a_nested_chain_names_the_failing_layer():
+    inner = fk.Chain([fk.Affine(1.0), _NaNAfterShift()])
+    flow = fk.Flow([fk.Tanh(), inner, fk.Affine(3.0)], fk.StandardNormal(1))
+    with pytest.raises(fk.NonFiniteError, match=r"^_NaNAfterShift.forward"):
+        flow.log_prob(torch.zeros(2, 1))
+    with pytest.raises(fk.NonFiniteError, match=r"^_NaNAfterShift.forward"):
+        fk.fit(fk.Flow([fk.Affine(1.0, 0.0, learnable=True), _NaNAfterShift()], fk.StandardNormal(1)),
+               torch.zeros(8, 1), steps=1, progress=False)
+
+
+def test_error_vocabulary():
+    assert issubclass(fk.DomainError, ValueError) and issubclass(fk.NonFiniteError, ValueError)
+    with pytest.raises(fk.DomainError):
+        fk.Log()(torch.tensor([[-1.0]]))
+    with pytest.raises(fk.DomainError):
+        fk.LogitPreprocess(17)(torch.full((1, 1, 2, 2), 20.0))
+    with pytest.raises(fk.NonFiniteError):
+        fk.Tanh()(torch.tensor([[float("nan")]]))
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        fk.load_checkpoint("/nonexistent/model.pt")
+    for bad_count in (2.5, "3"):
+        with pytest.raises(TypeError, match="must be an int"):
+            fk.data.two_moons(bad_count)
+        with pytest.raises(TypeError, match="must be an int"):
+            fk.fit(fk.RealNVP(2, 2, 4), torch.zeros(4, 2), steps=bad_count, progress=False)

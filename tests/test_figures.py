@@ -56,6 +56,7 @@ def test_hero_and_animation_are_written(figures_dir):
 
 def test_every_lesson_figure_is_written(figures_dir):
     lessons = _lessons_with_figures()
+    assert lessons, "no flowkit/widgets/lessonNN.py defines lesson_figure(): nothing was tested"
     for name in lessons:
         _assert_real_image(figures_dir / f"{name}.png")
 

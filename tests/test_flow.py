@@ -101,3 +101,26 @@ def test_a_flow_whose_latent_has_another_shape_samples_and_inverts():
     with pytest.raises(ValueError, match=r"\(4, 4, 4\)"):
         flow.inverse(x)
     assert flow.inv.event_shape == (4, 4, 4) and flow.inv.latent_shape == (1, 8, 8)
+
+
+def test_standard_normal_latent_shape_is_its_event_shape():
+    assert fk.StandardNormal(3).latent_shape == (3,)
+    assert fk.StandardNormal((1, 8, 8)).latent_shape == (1, 8, 8)
+
+
+def test_ready_made_flows_are_flows_with_one_cascade():
+    for flow in (fk.RealNVP(2, num_couplings=2, hidden=4), fk.MAF(3, num_layers=2, hidden=4)):
+        assert isinstance(flow, fk.Flow) and isinstance(flow, fk.Chain)
+    chain = fk.Chain([fk.Affine(2.0, 1.0), fk.Exp()])
+    x = torch.tensor([[0.5], [-1.0]])
+    z, log_abs_det = chain(x)
+    torch.testing.assert_close(z, torch.exp(2.0 * x + 1.0))
+    torch.testing.assert_close(log_abs_det, math.log(2.0) + (2.0 * x + 1.0)[:, 0])
+    x_back, inverse_log_abs_det = chain.inverse(z)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(inverse_log_abs_det, -log_abs_det)
+
+
+def test_a_torch_distribution_as_base_is_refused_clearly():
+    with pytest.raises(TypeError, match="fk.StandardNormal"):
+        fk.Flow([fk.Tanh()], torch.distributions.Normal(torch.zeros(2), torch.ones(2)))

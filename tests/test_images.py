@@ -19,15 +19,10 @@ from flowkit.images import (
     squeeze,
     unsqueeze,
 )
-from flowkit.jacobian import log_abs_det_jacobian
+from conftest import assert_transform_ok
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def levels_batch(n, shape=(1, 4, 4), levels=17, seed=0):
@@ -45,14 +40,7 @@ def perturb(module, std=0.05, seed=0):
 
 
 def assert_exact(t, x, atol=1e-8):
-    z, ld = t.forward(x)
-    x_back, ld_inv = t.inverse(z)
-    torch.testing.assert_close(x_back, x, atol=atol, rtol=1e-7)
-    torch.testing.assert_close(ld, log_abs_det_jacobian(t.forward, x), atol=atol, rtol=1e-7)
-    torch.testing.assert_close(ld_inv, log_abs_det_jacobian(t.inverse, z), atol=atol, rtol=1e-7)
-    torch.testing.assert_close(ld_inv, -ld, atol=atol, rtol=1e-7)
-    report = fk.check_transform(t, x, tolerance=1e-7)
-    assert report.passed, str(report)
+    assert_transform_ok(t, x, atol=atol, rtol=1e-7, tolerance=1e-7)
 
 
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.3])

@@ -10,17 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowkit as fk
-from flowkit.jacobian import log_abs_det_jacobian
+from conftest import assert_transform_ok, randn, randomise
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    """Exactness checks run in float64; the default dtype is restored afterwards."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -28,24 +22,6 @@ scales = st.floats(min_value=1e-3, max_value=1e3).flatmap(
     lambda m: st.sampled_from([m, -m]))
 shifts = st.floats(min_value=-1e3, max_value=1e3)
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
-
-
-def assert_transform_ok(t, x, atol=1e-6, rtol=1e-6):
-    """The three properties, checked directly (not through check_transform)."""
-    z, ld = t.forward(x)
-    x_back, ld_inv = t.inverse(z)
-    torch.testing.assert_close(x_back, x, atol=atol, rtol=rtol)
-    auto = log_abs_det_jacobian(t.forward, x)
-    torch.testing.assert_close(ld, auto, atol=atol, rtol=rtol)
-    auto_inv = log_abs_det_jacobian(t.inverse, z)
-    torch.testing.assert_close(ld_inv, auto_inv, atol=atol, rtol=rtol)
-    torch.testing.assert_close(ld_inv, -ld, atol=atol, rtol=rtol)
-    report = fk.check_transform(t, x, tolerance=max(atol, 1e-6) * 10)
-    assert report.passed, str(report)
-
-
-def randn(seed, *shape, scale=1.0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
 @SETTINGS
@@ -134,18 +110,11 @@ def test_actnorm_vectors_and_images(seed, spread):
     assert_transform_ok(image_t, randn(seed + 2, 3, 2, 3, 3))
 
 
-def _randomise(module, seed, std):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
 @SETTINGS
 @given(seed=seeds, dim=st.integers(2, 6), std=st.floats(0.0, 3.0), parity=st.integers(0, 1))
 def test_affine_coupling_vectors(seed, dim, std, parity):
     t = fk.AffineCoupling(fk.alternating_mask(dim, parity), hidden=16)
-    _randomise(t, seed, std)
+    randomise(t, seed, std)
     assert_transform_ok(t, randn(seed, 5, dim), atol=1e-5)
 
 
@@ -155,7 +124,7 @@ def test_couplings_images(seed, std, parity, kind):
     mask = fk.checkerboard_mask(4, 4, parity, channels=2) if kind == "checker" else fk.channel_mask(2, 4, 4, parity)
     for cls in (fk.AffineCoupling, fk.AdditiveCoupling, fk.SplineCoupling):
         t = cls(mask, hidden=8)
-        _randomise(t, seed, std)
+        randomise(t, seed, std)
         assert_transform_ok(t, randn(seed, 3, 2, 4, 4), atol=1e-5)
 
 
@@ -165,7 +134,7 @@ def test_couplings_images(seed, std, parity, kind):
 def test_spline_coupling_vectors(seed, dim, std, bins, spread):
     """Inside and outside the spline's interval [-4, 4] (the identity there)."""
     t = fk.SplineCoupling(fk.alternating_mask(dim), hidden=16, bins=bins, bound=4.0)
-    _randomise(t, seed, std)
+    randomise(t, seed, std)
     assert_transform_ok(t, randn(seed, 5, dim, scale=spread), atol=1e-5)
 
 
@@ -176,7 +145,7 @@ def test_spline_coupling_starts_at_identity_and_bends_only_the_free_part():
     z, ld = t(x)
     torch.testing.assert_close(z, x, atol=1e-12, rtol=0)
     torch.testing.assert_close(ld, torch.zeros(6), atol=1e-12, rtol=0)
-    _randomise(t, 0, 1.0)
+    randomise(t, 0, 1.0)
     z, _ = t(x)
     assert torch.equal(z[:, mask.bool()], x[:, mask.bool()])
     assert not torch.allclose(z[:, ~mask.bool()], x[:, ~mask.bool()])
@@ -192,7 +161,7 @@ def test_spline_coupling_starts_at_identity_and_bends_only_the_free_part():
 @given(seed=seeds, dim=st.integers(2, 5), std=st.floats(0.0, 3.0))
 def test_additive_coupling_is_volume_preserving(seed, dim, std):
     t = fk.AdditiveCoupling(fk.alternating_mask(dim), hidden=16)
-    _randomise(t, seed, std)
+    randomise(t, seed, std)
     x = randn(seed, 5, dim)
     assert_transform_ok(t, x, atol=1e-5)
     assert torch.equal(t(x)[1], torch.zeros(5))
@@ -205,7 +174,7 @@ def test_coupling_keeps_masked_coordinates_and_starts_at_identity():
     z, ld = t(x)
     torch.testing.assert_close(z, x)  # zero-initialised last layer: the identity
     torch.testing.assert_close(ld, torch.zeros(6))
-    _randomise(t, 0, 1.0)
+    randomise(t, 0, 1.0)
     z, _ = t(x)
     torch.testing.assert_close(z[:, mask.bool()], x[:, mask.bool()])
     assert not torch.allclose(z[:, ~mask.bool()], x[:, ~mask.bool()])
@@ -223,7 +192,7 @@ def test_coupling_log_scale_is_soft_clamped():
 @given(seed=seeds, std=st.floats(0.0, 0.5), num_couplings=st.integers(1, 6))
 def test_realnvp_and_nested_flow(seed, std, num_couplings):
     flow = fk.RealNVP(3, num_couplings=num_couplings, hidden=16)
-    _randomise(flow, seed, std)
+    randomise(flow, seed, std)
     assert_transform_ok(flow, randn(seed, 4, 3), atol=1e-5)
     chain = fk.Flow([fk.Affine(2.0, 1.0), fk.Tanh(), fk.Logit().inv], fk.StandardNormal(3))
     assert_transform_ok(chain, randn(seed, 4, 3), atol=1e-5)
