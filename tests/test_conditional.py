@@ -268,3 +268,33 @@ def test_degrade_keeps_exactly_what_it_says():
         cd.degrade(images.float(), "top")
     with pytest.raises(ValueError):
         cd.degrade(images, "left")
+
+
+# ----------------------------------------------------------------------------------
+# Shipped conditional checkpoints
+# ----------------------------------------------------------------------------------
+
+SHIPPED = ["digits-conditional-realnvp", "digits-same-budget-realnvp", "digits-completion-realnvp"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_conditional_checkpoints_are_small_and_match_their_hash(name):
+    from flowkit.pretrained import CHECKPOINT_DIR, PRETRAINED, file_sha256
+
+    path = CHECKPOINT_DIR / PRETRAINED[name]["file"]
+    assert path.stat().st_size <= 5_000_000
+    assert file_sha256(path) == PRETRAINED[name]["sha256"]
+    flow = fk.load_pretrained(name)
+    assert not flow.training and isinstance(flow, ConditionalImageRealNVP)
+
+
+def test_pretrained_labels_matter_and_take_level_units():
+    flow = fk.load_pretrained("digits-conditional-realnvp")
+    images, labels = fk.data.digits("test", return_labels=True)
+    x = fk.data.dequantize(images[:40], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        right = flow.log_prob(x, context=labels[:40]).mean()
+        wrong = flow.log_prob(x, context=(labels[:40] + 1) % 10).mean()
+    assert right > wrong + 10   # nats per image: the right label explains the digit far better
+    with pytest.raises(ValueError):
+        flow.log_prob(x, context=torch.full((40,), 10))

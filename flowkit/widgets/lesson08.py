@@ -144,9 +144,9 @@ def digit_class_explorer(flow, count: int = 24, seed: int = 0) -> Explorer:
                                   style={"button_width": "32px", "description_width": "initial"})
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
-    @torch.no_grad()
     cache: dict = {}  # a setting seen once redraws without running the flow again
 
+    @torch.no_grad()
     def update():
         key = (int(digit.value), round(temperature.value, 4))
         if key not in cache:
@@ -207,9 +207,9 @@ def completion_explorer(flow, images: torch.Tensor, count: int = 10, seed: int =
                                  description="keep", style={"description_width": "initial"})
     temperature = float_slider("temperature T", 0.8, 0.0, 1.2, 0.05)
 
-    @torch.no_grad()
     cache: dict = {}  # a setting seen once redraws without running the flow again
 
+    @torch.no_grad()
     def update():
         image = images[index.value:index.value + 1]
         context = degrade(image, kind.value)
