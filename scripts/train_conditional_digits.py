@@ -5,7 +5,8 @@
     python scripts/train_conditional_digits.py --context completion   # digits-completion-realnvp.pt
     python scripts/train_conditional_digits.py --context labels --steps 100 --out /tmp/quick.pt  # smoke test
 
-All three are :class:`flowkit.conditional.ConditionalImageRealNVP` with the same
+The defaults are the shipped settings. All three are
+:class:`flowkit.conditional.ConditionalImageRealNVP` with the same
 architecture and the same training budget (steps, batch size, learning-rate schedule,
 seed); they differ only in the context: the digit's label, nothing (the unconditional
 twin lesson 08 compares against), or a degraded copy of the digit (its top half or a
@@ -69,12 +70,12 @@ def test_bits_per_dim(flow, images, contexts, draws: int = 8, seed: int = 2) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--context", choices=sorted(OUT_NAMES), required=True)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--hidden", type=int, default=48)
+    parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--num-blocks", type=int, default=1)
-    parser.add_argument("--couplings", type=int, default=4)
+    parser.add_argument("--couplings", type=int, default=3)
     parser.add_argument("--embedding-dim", type=int, default=8)
     parser.add_argument("--spline-bins", type=int, default=0)
     parser.add_argument("--dequantizer-bins", type=int, default=0)
