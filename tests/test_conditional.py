@@ -17,7 +17,6 @@ from flowkit.conditional import (
 )
 from flowkit.transforms import alternating_mask, checkerboard_mask
 
-torch.set_default_dtype(torch.float32)
 
 
 def _randomize(module, scale=0.3, seed=0):
