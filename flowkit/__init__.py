@@ -15,6 +15,8 @@ from . import images
 from .images import LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
 from .continuous import ContinuousFlow, VelocityMLP, fit_flow_matching
+from .conditional import ConditionalImageRealNVP, ConditionalRealNVP
+from . import conditional_data
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll, minibatches, warmup_cosine
 from . import targets

@@ -46,13 +46,32 @@ PRETRAINED: dict[str, dict] = {
         "about": "ImageRealNVP (spline couplings, variational dequantizer) on scikit-learn's 8x8 digits "
                  "(17 grey levels), trained by scripts/train_digits.py",
     },
+    "digits-conditional-realnvp": {
+        "file": "digits-conditional-realnvp.pt",
+        "sha256": "37a63d69ebf03fc017ca01cf4196eb9929585af46d704aa78cb030cc20d50a84",
+        "about": "ConditionalImageRealNVP on 8x8 digits given their class label (integer context), "
+                 "trained by scripts/train_conditional_digits.py --context labels",
+    },
+    "digits-same-budget-realnvp": {
+        "file": "digits-same-budget-realnvp.pt",
+        "sha256": "ce739001e606c4b462f010a7c91b504ba40b0adaf57ea6154981557e85fd6a6e",
+        "about": "the unconditional twin of digits-conditional-realnvp (same architecture and budget), "
+                 "trained by scripts/train_conditional_digits.py --context none",
+    },
+    "digits-completion-realnvp": {
+        "file": "digits-completion-realnvp.pt",
+        "sha256": "4a411612cce4c0c00167f6cd3708324ec2f11295970592da14e9f82f96a15811",
+        "about": "ConditionalImageRealNVP on 8x8 digits given a degraded copy (top half or 4x4), "
+                 "trained by scripts/train_conditional_digits.py --context completion",
+    },
 }
 
 
 def _model_builders() -> dict:
     from .models import ImageRealNVP
+    from .conditional import ConditionalImageRealNVP
 
-    return {"ImageRealNVP": ImageRealNVP}
+    return {"ImageRealNVP": ImageRealNVP, "ConditionalImageRealNVP": ConditionalImageRealNVP}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

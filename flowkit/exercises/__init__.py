@@ -5,3 +5,4 @@ from . import lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
 from . import lesson07
 from . import lesson09
 from . import lesson10
+from . import lesson08

@@ -14,3 +14,4 @@ from . import lesson04
 from . import lesson07
 from . import lesson09
 from . import lesson10
+from . import lesson08
