@@ -303,15 +303,9 @@ class ContinuousFlow(Flow):
         end, integral = odeint(dynamics, (y, y.new_zeros(y.shape[0])), t0, t1, steps, solver)
         return end, integral
 
-    def _check_context(self, context) -> None:
-        if context is not None:
-            raise ValueError("this ContinuousFlow is unconditional: its field takes (x, t) only, "
-                             "so context must be None")
-
     def forward(self, x: Tensor, context=None, steps: int | None = None, solver: str | None = None,
                 divergence: str | None = None):
         """Data -> latent: integrate from ``t = 1`` back to ``t = 0``; ``(z, log|det dz/dx|)``."""
-        self._check_context(context)
         y = (x - self.loc) / self.scale
         z, integral = self._integrate(y, 1.0, 0.0, steps, solver, divergence)
         # integral runs from t=1 to t=0, so it already equals -int_0^1 div v dt
@@ -320,7 +314,6 @@ class ContinuousFlow(Flow):
     def inverse(self, z: Tensor, context=None, steps: int | None = None, solver: str | None = None,
                 divergence: str | None = None):
         """Latent -> data: integrate from ``t = 0`` to ``t = 1``; ``(x, log|det dx/dz|)``."""
-        self._check_context(context)
         y, integral = self._integrate(z, 0.0, 1.0, steps, solver, divergence)
         return y * self.scale + self.loc, integral + self._log_scale()
 
@@ -331,10 +324,13 @@ class ContinuousFlow(Flow):
                                       divergence=divergence)
         return self.base.log_prob(z) + log_abs_det
 
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-               context=None, steps: int | None = None, solver: str | None = None) -> Tensor:
+    def sample(self, n: int, context=None, temperature: float = 1.0,
+               generator: torch.Generator | None = None, steps: int | None = None,
+               solver: str | None = None) -> Tensor:
         """``n`` samples: Gaussian noise carried from ``t = 0`` to ``t = 1`` (no divergence needed)."""
-        self._check_context(context)
+        if context is not None:
+            raise TypeError("this ContinuousFlow is not conditional: its field takes (x, t) only, "
+                            "so it takes no context")
         z = self.base.sample(n, temperature=temperature, generator=generator)
         if z.shape[0] == 0:
             return z

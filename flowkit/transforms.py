@@ -72,7 +72,8 @@ def _checked(method: Callable, direction: str) -> Callable:
     arg = "x" if direction == "forward" else "z"
 
     @functools.wraps(method)
-    def wrapper(self, inputs, context=None):
+    def wrapper(self, inputs, context=None, **options):
+        # options: keyword arguments a subclass adds (a ContinuousFlow's steps=, solver=)
         name = type(self).__name__
         finite = CHECK_MODE.get() != "fast"
         # forward takes data (event_shape); inverse takes latents, whose shape can differ (a Flow
@@ -81,13 +82,13 @@ def _checked(method: Callable, direction: str) -> Callable:
         check_tensor(inputs, f"{name}.{direction} input {arg}", shape, finite=finite)
         if self.conditional:
             context = self._check_context(context, inputs.shape[0])
-            out = method(self, inputs, context)
+            out = method(self, inputs, context, **options)
         else:
             if context is not None:
                 raise TypeError(
                     f"{name} is not conditional: it takes no context, but context= was given"
                 )
-            out = method(self, inputs)
+            out = method(self, inputs, **options)
         _check_output(self, out, inputs, direction, context, finite=finite)
         return out
 

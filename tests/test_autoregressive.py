@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowkit as fk
-from conftest import assert_transform_ok, randn, randomise
+from transform_helpers import assert_transform_ok, randn, randomise
 
 
 pytestmark = pytest.mark.usefixtures("float64")

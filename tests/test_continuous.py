@@ -342,7 +342,7 @@ def test_calls_reject_bad_input():
         flow.log_prob(torch.zeros(3, 2), solver="heun")
     with pytest.raises(ValueError, match="non-negative"):
         flow.sample(-1)
-    with pytest.raises(ValueError, match="unconditional"):
+    with pytest.raises(TypeError, match="not conditional"):
         flow.log_prob(torch.zeros(3, 2), context=torch.zeros(3, 1))
     assert flow.sample(0).shape == (0, 2)
 

@@ -19,7 +19,7 @@ from flowkit.images import (
     squeeze,
     unsqueeze,
 )
-from conftest import assert_transform_ok
+from transform_helpers import assert_transform_ok
 
 
 pytestmark = pytest.mark.usefixtures("float64")
