@@ -246,40 +246,52 @@ def _label_flow(flow: Flow, classes: int | None) -> Flow:
 # ----------------------------------------------------------------------------------
 
 
-def ConditionalRealNVP(dim: int, context_dim: int, num_couplings: int = 8, hidden: int = 128,
-                       num_hidden_layers: int = 2, classes: int | None = None,
-                       embedding: nn.Module | None = None, scale_limit: float = 3.0) -> Flow:
+class ConditionalRealNVP(Flow):
     """A RealNVP for vectors of size ``dim`` whose every coupling also sees a context.
 
     Float contexts have shape ``(batch, context_dim)``. With ``classes=K`` the context is
     instead an integer label of shape ``(batch,)`` in ``0..K-1``, embedded by the flow
     into a learned vector of size ``context_dim``. ``embedding`` (an ``nn.Module``, e.g.
     :class:`Standardize`) is applied to a float context once per call, before the couplings.
-    Masks alternate as in :func:`flowkit.RealNVP`; a new flow is the base Gaussian for
+    Masks alternate as in :class:`flowkit.RealNVP`; a new flow is the base Gaussian for
     every context.
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> flow = fk.ConditionalRealNVP(2, context_dim=1, num_couplings=4, hidden=16)
+        >>> flow.sample(3, context=torch.tensor([0.5])).shape  # one context for all three
+        torch.Size([3, 2])
+        >>> labelled = fk.ConditionalRealNVP(2, context_dim=4, classes=3, hidden=16)
+        >>> labelled.log_prob(torch.zeros(2, 2), context=torch.tensor([0, 2])).shape
+        torch.Size([2])
     """
-    dim = check_count(dim, "dim")
-    context_dim = check_count(context_dim, "context_dim")
-    num_couplings = check_count(num_couplings, "num_couplings")
-    if dim < 2:
-        raise ValueError(f"ConditionalRealNVP needs dim >= 2 (a coupling splits the coordinates), got {dim}")
-    if context_dim < 1:
-        raise ValueError("context_dim must be at least 1")
-    if num_couplings < 1:
-        raise ValueError("ConditionalRealNVP needs at least one coupling")
-    if classes is not None:
-        classes = check_count(classes, "classes")
-        if classes < 2:
-            raise ValueError(f"classes must be at least 2, got {classes}")
-        if embedding is not None:
-            raise ValueError("pass either classes= (labels, embedded by the flow) or embedding=, not both")
-        embedding = LabelEmbedding(classes, context_dim)
-    layers = [ConditionalAffineCoupling(alternating_mask(dim, i % 2), context_dim, hidden=hidden,
-                                        num_hidden_layers=num_hidden_layers, scale_limit=scale_limit)
-              for i in range(num_couplings)]
-    flow = Flow(layers, StandardNormal(dim), context_shape=() if classes is not None else (context_dim,),
-                embedding=embedding)
-    return _label_flow(flow, classes)
+
+    def __init__(self, dim: int, context_dim: int, num_couplings: int = 8, hidden: int = 128,
+                 num_hidden_layers: int = 2, classes: int | None = None,
+                 embedding: nn.Module | None = None, scale_limit: float = 3.0):
+        dim = check_count(dim, "dim")
+        context_dim = check_count(context_dim, "context_dim")
+        num_couplings = check_count(num_couplings, "num_couplings")
+        if dim < 2:
+            raise ValueError(f"ConditionalRealNVP needs dim >= 2 (a coupling splits the coordinates), got {dim}")
+        if context_dim < 1:
+            raise ValueError("context_dim must be at least 1")
+        if num_couplings < 1:
+            raise ValueError("ConditionalRealNVP needs at least one coupling")
+        if classes is not None:
+            classes = check_count(classes, "classes")
+            if classes < 2:
+                raise ValueError(f"classes must be at least 2, got {classes}")
+            if embedding is not None:
+                raise ValueError("pass either classes= (labels, embedded by the flow) or embedding=, not both")
+            embedding = LabelEmbedding(classes, context_dim)
+        layers = [ConditionalAffineCoupling(alternating_mask(dim, i % 2), context_dim, hidden=hidden,
+                                            num_hidden_layers=num_hidden_layers, scale_limit=scale_limit)
+                  for i in range(num_couplings)]
+        super().__init__(layers, StandardNormal(dim),
+                         context_shape=() if classes is not None else (context_dim,),
+                         embedding=embedding)
+        _label_flow(self, classes)
 
 
 class ConditionalImageRealNVP(Flow):
