@@ -6,8 +6,14 @@ the lessons' explorers, those two steps take far longer than the update itself: 
 (tick labels, titles, legends) and static panels are re-rasterised on every move, and
 the PNG is compressed at zlib level 6. Two remedies, both local to one canvas:
 
-* :func:`fast_frames`: encode frames at zlib level 1 (about 3x faster for ~25% more bytes;
-  the frame goes to a browser on the same machine or a nearby server).
+* :func:`fast_frames`: encode frames at zlib level 1 (faster, for ~25% more bytes; the
+  frame goes to a browser on the same machine or a nearby server), and draw without
+  echoes: in interactive mode every artist that turns stale while the figure is drawn
+  (tick labels, texts) asks for another ``draw_idle``, and ipympl sends each request to
+  the browser as a message, some 240 of them per frame of a three-panel figure. The
+  browser ignores them (it is waiting for the frame), so they are pure cost; drawing
+  inside matplotlib's idle-draw context (what ``draw_idle`` does in other backends)
+  suppresses them.
 * :class:`FrameCache`: draw the static part of the figure once, keep it as a background,
   and per frame restore it and draw only the artists that move (plus the few static
   ones stacked above them in the same axes, so the stacking order is unchanged). A
@@ -28,7 +34,7 @@ from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-__all__ = ["fast_frames", "FrameCache", "flatten_artists"]
+__all__ = ["fast_frames", "quiet", "FrameCache", "flatten_artists"]
 
 FRAME_COMPRESS_LEVEL = 1
 
@@ -55,10 +61,23 @@ def _fast_diff_image(canvas) -> bytes | None:
         return png.getvalue()
 
 
+def quiet(canvas):
+    """A context in which artists turning stale do not request more draws."""
+    context = getattr(canvas, "_idle_draw_cntx", None)
+    return context() if context is not None else contextlib.nullcontext()
+
+
+def _quiet_web_draw(canvas) -> None:
+    with quiet(canvas):
+        type(canvas).draw(canvas)
+
+
 def fast_frames(canvas) -> None:
-    """Encode this canvas's frames quickly (only a web canvas, such as ipympl's, has frames)."""
+    """Encode this canvas's frames quickly and draw them without echoes (only a web
+    canvas, such as ipympl's, has frames)."""
     if hasattr(canvas, "get_diff_image") and hasattr(canvas, "_last_buff"):
         canvas.get_diff_image = types.MethodType(_fast_diff_image, canvas)
+        canvas.draw = types.MethodType(_quiet_web_draw, canvas)
 
 
 def flatten_artists(items: Iterable) -> list[Artist]:
@@ -178,7 +197,8 @@ class FrameCache:
         """Replaces ``canvas.draw`` of a web canvas: a frame, then send it."""
         canvas._png_is_old = True
         try:
-            self.render(canvas)
+            with quiet(canvas):
+                self.render(canvas)
         finally:
             canvas.manager.refresh_all()
 
