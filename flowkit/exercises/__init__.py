@@ -2,3 +2,4 @@
 
 from ._base import CheckResult, Exercise, compare, summary
 from . import lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
+from . import lesson07

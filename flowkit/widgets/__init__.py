@@ -11,3 +11,4 @@ from . import lesson01
 from . import lesson06
 from . import lesson05
 from . import lesson04
+from . import lesson07
