@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'update ms':>9} {'frame ms':>9}")
     for lesson, name, factory in _explorers(args.lessons):
         explorer = factory()
-        width, height = (int(v) for v in explorer.figure.bbox.size)
+        width, height = (round(v) for v in explorer.figure.bbox.size)
         png_kb = len(base64.b64decode(explorer._repr_mimebundle_()["image/png"])) / 1024
         for slider, t in time_explorer(explorer, args.repeats).items():
             print(f"{lesson:<6} {name:<24} {slider[:10]:<10} {f'{width}x{height}':>10} {png_kb:7.0f} "

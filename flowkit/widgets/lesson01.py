@@ -548,7 +548,10 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
                 bar.set_alpha(alpha)
         total_line.set_ydata([total, total])
         low, high = min(heights + [total, 0.0]), max(heights + [total, 0.0])
-        ax_bar.set_ylim(low - 0.25 * (high - low) - 0.6, high + 0.3 * (high - low) + 0.3)
+        # Limits in steps of 0.5: most moves of y keep the axis, so only the bars and the
+        # texts are redrawn (see Explorer's moving artists).
+        ax_bar.set_ylim(0.5 * math.floor((low - 0.25 * (high - low) - 0.6) / 0.5),
+                        0.5 * math.ceil((high + 0.3 * (high - low) + 0.3) / 0.5))
         probe_line.set_xdata([y, y])
         probe_dot.set_data([y], [math.exp(by_flow)])
         bar_text.set_text(f"log p_X(x)    = {base:8.4f}\n"
