@@ -1,4 +1,4 @@
-"""Every explorer of lessons 01-05: fits a laptop, and its fast frames are exact.
+"""Every explorer of lessons 01-05 (and 07's threshold): fits a laptop, and its fast frames are exact.
 
 An explorer that names its ``moving`` artists draws the rest of its figure once and, per
 slider move, only those artists over it. Here each slider of each explorer is moved and
@@ -18,7 +18,8 @@ import torch  # noqa: E402
 
 import flowkit as fk  # noqa: E402
 from flowkit.images import ImageRealNVP  # noqa: E402
-from flowkit.widgets import MAX_WIDTH_PX, lesson01, lesson02, lesson03, lesson04, lesson05, make_figure  # noqa: E402
+from flowkit.widgets import (MAX_WIDTH_PX, lesson01, lesson02, lesson03, lesson04,  # noqa: E402
+                             lesson05, lesson07, make_figure)
 from flowkit.widgets._frames import FrameCache  # noqa: E402
 
 
@@ -59,12 +60,24 @@ def _builders(moons, digits_flow):
         "05 interpolation": lambda: lesson05.interpolation_explorer(digits_flow, test_digits,
                                                                     pairs=((0, 1), (2, 3)), steps=5),
         "05 scales": lambda: lesson05.scale_explorer(digits_flow, test_digits[:3], variants=3),
+        "07 threshold": _threshold_explorer,
     }
+
+
+def _threshold_explorer():
+    g = torch.Generator().manual_seed(1)
+    normal = torch.randn(20, generator=g) + 2.0
+    scores = {"noise": torch.randn(12, generator=g) + 4.0,
+              "inverted": torch.randn(9, generator=g) * 0.5 + 9.0}
+    images = {"noise": torch.randint(0, 17, (12, 1, 8, 8), generator=g),
+              "inverted": 16 - torch.randint(0, 17, (9, 8, 8), generator=g)}
+    return lesson07.threshold_explorer(normal, scores, torch.randint(0, 17, (20, 1, 8, 8), generator=g),
+                                       images)
 
 
 NAMES = ["01 density", "01 rectangles", "01 composition", "02 linear map", "02 jacobian",
          "03 coupling", "03 jacobian", "04 scrubber", "04 layers", "04 true vs learned",
-         "05 dequantization", "05 temperature", "05 interpolation", "05 scales"]
+         "05 dequantization", "05 temperature", "05 interpolation", "05 scales", "07 threshold"]
 
 
 def _moves(control):
