@@ -13,8 +13,11 @@ from .models import RealNVP
 from . import images
 from .images import ImageRealNVP, LogitPreprocess, Split, Squeeze, Unsqueeze, VariationalDequantizer
 from .pretrained import load_checkpoint, load_pretrained
+from .continuous import ContinuousFlow, VelocityMLP, fit_flow_matching
 from .autoregressive import MADE, MAF, MaskedAutoregressive, MaskedLinear, autoregressive_mask
 from .train import History, fit, mean_nll
+from . import targets
+from .vi import fit_vi, importance
 from .transforms import (
     ActNorm,
     Affine,

@@ -188,61 +188,85 @@ def test_lesson_figure_builds():
 
 
 # ----------------------------------------------------------------------------------
-# Exercise checkers
+# Exercises
 # ----------------------------------------------------------------------------------
 
 
-def affine_ref(y, a, b):
-    return log_normal((y - b) / a) - math.log(abs(a))
+def not_attempted(*args):
+    raise NotImplementedError
 
 
-def test_check_affine_log_prob():
-    assert ex.check_affine_log_prob(affine_ref).passed
-    assert str(ex.check_affine_log_prob(affine_ref)).startswith("PASS")
-    cases = {
+def assert_slips(exercise, cases):
+    """Each wrong answer fails with a message containing its needle."""
+    for needle, fn in cases.items():
+        result = exercise.check(fn, show=False)
+        assert not result.passed, needle
+        assert result.status == "fail", needle
+        assert needle in str(result), (needle, str(result))
+
+
+@pytest.mark.parametrize("exercise", ex.EXERCISES, ids=lambda e: e.name)
+def test_every_reference_passes_and_the_template_is_not_attempted(exercise):
+    result = exercise.check(exercise.reference, show=False)
+    assert result.passed and str(result).startswith("PASS"), str(result)
+    template = exercise.check(not_attempted, show=False)
+    assert template.status == "not attempted" and str(template).startswith("Not attempted yet")
+    assert "def " in exercise.solution_code()
+    assert exercise.hints
+
+
+def test_a_learner_exception_is_reported_with_their_line():
+    def log_prob_affine(y, a, b):
+        return y.no_such_method()
+
+    result = ex.affine_density.check(log_prob_affine, show=False)
+    assert result.status == "fail"
+    assert "AttributeError" in str(result) and "y.no_such_method()" in str(result)
+
+
+def test_passing_the_result_instead_of_the_function_is_explained():
+    result = ex.sinh_log_derivative.check(torch.zeros(3), show=False)
+    assert not result.passed and "without calling it" in str(result)
+
+
+def test_summary_lists_every_exercise(capsys):
+    ex.affine_density.check(ex.affine_density.reference, show=False)
+    rows = ex.summary()
+    assert [name for name, _ in rows] == [e.name for e in ex.EXERCISES]
+    assert dict(rows)["affine_density"] == "pass"
+    assert "exercises passed" in capsys.readouterr().out
+
+
+def test_affine_density_slips():
+    assert_slips(ex.affine_density, {
         "left out the log-derivative term": lambda y, a, b: log_normal((y - b) / a),
         "sign of the log|a| term is flipped": lambda y, a, b: log_normal((y - b) / a) + math.log(abs(a)),
         "uses |a|": lambda y, a, b: log_normal((y - b) / a) - torch.log(torch.tensor(a)),
         "evaluated p_X at y": lambda y, a, b: log_normal(y) - math.log(abs(a)),
         "dividing": lambda y, a, b: log_normal((y - b) * a) - math.log(abs(a)),
-        "still raises NotImplementedError": lambda y, a, b: (_ for _ in ()).throw(NotImplementedError()),
         "off at input": lambda y, a, b: log_normal((y - b) / a) - math.log(abs(a)) + 0.1,
         "shape": lambda y, a, b: (log_normal((y - b) / a) - math.log(abs(a)))[:, None],
-    }
-    for needle, fn in cases.items():
-        result = ex.check_affine_log_prob(fn)
-        assert not result.passed, needle
-        assert needle in str(result), (needle, str(result))
+        "should be a torch.Tensor": lambda y, a, b: 1.0,
+    })
 
 
-def test_check_log_abs_derivative():
-    assert ex.check_log_abs_derivative(lambda x: torch.log(torch.cosh(x))).passed
-    cases = {
+def test_sinh_log_derivative_slips():
+    assert ex.sinh_log_derivative.check(lambda x: torch.log(torch.cosh(x)), show=False).passed
+    assert_slips(ex.sinh_log_derivative, {
         "derivative cosh(x) itself": torch.cosh,
         "log of the map": lambda x: torch.log(torch.sinh(x).abs()),
         "sign is flipped": lambda x: -torch.log(torch.cosh(x)),
         "off at input": lambda x: x.abs(),
         "should be a torch.Tensor": lambda x: 1.0,
         "raised ValueError": lambda x: (_ for _ in ()).throw(ValueError("boom")),
-    }
-    for needle, fn in cases.items():
-        result = ex.check_log_abs_derivative(fn)
-        assert not result.passed, needle
-        assert needle in str(result), (needle, str(result))
+    })
 
 
-def sinh_ref(y, a, b):
-    u = torch.asinh(y)
-    return log_normal((u - b) / a) - math.log(abs(a)) - torch.log(torch.cosh(u))
-
-
-def test_check_sinh_affine_log_prob():
-    assert ex.check_sinh_affine_log_prob(sinh_ref).passed
-
+def test_sinh_affine_density_slips():
     def x_of(y, a, b):
         return (torch.asinh(y) - b) / a
 
-    cases = {
+    assert_slips(ex.sinh_affine_density, {
         "affine step's term is missing":
             lambda y, a, b: log_normal(x_of(y, a, b)) - torch.log(torch.cosh(torch.asinh(y))),
         "sinh step's term is missing": lambda y, a, b: log_normal(x_of(y, a, b)) - math.log(abs(a)),
@@ -253,23 +277,32 @@ def test_check_sinh_affine_log_prob():
         - torch.log(torch.cosh(x_of(y, a, b))),
         "wrong order": lambda y, a, b: log_normal(torch.asinh((y - b) / a)) - math.log(abs(a))
         - 0.5 * torch.log1p(((y - b) / a) ** 2),
-    }
-    for needle, fn in cases.items():
-        result = ex.check_sinh_affine_log_prob(fn)
-        assert not result.passed, needle
-        assert needle in str(result), (needle, str(result))
+    })
 
 
-def test_check_tanh_flow():
-    assert ex.check_tanh_flow(lambda: fk.Flow([fk.Tanh().inv], fk.StandardNormal(1))).passed
-    assert ex.check_tanh_flow(lambda: fk.Flow([fk.Inverse(fk.Tanh())], fk.StandardNormal(1)).double()).passed
-    cases = {
+def test_tanh_flow_slips():
+    flow64 = lambda: fk.Flow([fk.Inverse(fk.Tanh())], fk.StandardNormal(1)).double()  # noqa: E731
+    assert ex.tanh_flow.check(flow64, show=False).passed
+    assert_slips(ex.tanh_flow, {
         "Use fk.Tanh().inv": lambda: fk.Flow([fk.Tanh()], fk.StandardNormal(1)),
         "event shape (1,)": lambda: fk.Flow([fk.Tanh().inv], fk.StandardNormal(2)),
         "should return a fk.Flow": lambda: fk.Tanh(),
         "off at input": lambda: fk.Flow([fk.Tanh().inv, fk.Affine(2.0, 0.0)], fk.StandardNormal(1)),
-    }
-    for needle, fn in cases.items():
-        result = ex.check_tanh_flow(fn)
-        assert not result.passed, needle
-        assert needle in str(result), (needle, str(result))
+    })
+
+
+def test_sinh_arcsinh_explorer_draws_the_map_its_title_names():
+    e = w.density_explorer()
+    e.controls["map"].value = "sinh-arcsinh"
+    e.controls["sas_skew"].value = 0.5
+    e.controls["sas_tailweight"].value = 1.5
+    x, y = e.artists["map"].get_data()
+    x = np.asarray(x, float)
+    assert e.figure.axes[0].get_title() == "y = sinh(1.50·asinh(x) − 0.50)"
+    np.testing.assert_allclose(y, np.sinh(1.5 * np.arcsinh(x) - 0.5), rtol=1e-6, atol=1e-9)
+    # b > 1: y grows like x^b, so the tails of y are heavier than the Gaussian's.
+    assert abs(y[-1]) > abs(x[-1])
+    e.controls["sas_tailweight"].value = 0.0
+    assert "y = sinh(−a)" in e.artists["message"].get_text().replace("\n", " ")
+    _, level = e.artists["map"].get_data()
+    np.testing.assert_allclose(level, math.sinh(-0.5))

@@ -48,7 +48,7 @@ def inverse_changes_kept(z, mask, h_net, t_net):
 
 
 def test_inverse_checker_passes_reference():
-    result = ex.check_sigmoid_coupling_inverse(inverse_ok)
+    result = ex.sigmoid_inverse.check(inverse_ok, show=False)
     assert result.passed, str(result)
     assert str(result).startswith("PASS")
 
@@ -63,19 +63,19 @@ def test_inverse_checker_passes_reference():
     (lambda z, m, h, t: z * m + (1 - m) * z, "does not give back x"),
 ])
 def test_inverse_checker_explains_typical_mistakes(wrong, message):
-    result = ex.check_sigmoid_coupling_inverse(wrong)
+    result = ex.sigmoid_inverse.check(wrong, show=False)
     assert not result.passed
     text = str(result)
-    assert text.startswith("FAIL") and message in text and "got" in text and "expected" in text, text
+    assert text.startswith("Not yet") and message in text and "got" in text and "expected" in text, text
 
 
 def test_inverse_checker_reports_unimplemented_and_crashes():
     def template(z, mask, h_net, t_net):
         raise NotImplementedError
 
-    assert "not implemented yet" in str(ex.check_sigmoid_coupling_inverse(template))
-    assert "raised ZeroDivisionError" in str(ex.check_sigmoid_coupling_inverse(lambda z, m, h, t: 1 / 0))
-    assert "torch.Tensor" in str(ex.check_sigmoid_coupling_inverse(lambda z, m, h, t: z.tolist()))
+    assert "Not attempted yet" in str(ex.sigmoid_inverse.check(template, show=False))
+    assert "raised ZeroDivisionError" in str(ex.sigmoid_inverse.check(lambda z, m, h, t: 1 / 0, show=False))
+    assert "torch.Tensor" in str(ex.sigmoid_inverse.check(lambda z, m, h, t: z.tolist(), show=False))
 
 
 def test_sigmoid_coupling_forward_matches_autograd_and_reference_inverse():
@@ -101,7 +101,7 @@ def log_det_ok(x, mask, h_net):
 
 
 def test_log_det_checker_passes_reference():
-    assert ex.check_sigmoid_coupling_log_det(log_det_ok).passed
+    assert ex.sigmoid_log_det.check(log_det_ok, show=False).passed
 
 
 def _log_sig(t):
@@ -121,7 +121,7 @@ def _log_sig(t):
     (lambda x, m, h: x[:, 0] * 0, "log_det is off"),
 ])
 def test_log_det_checker_explains_typical_mistakes(wrong, message):
-    result = ex.check_sigmoid_coupling_log_det(wrong)
+    result = ex.sigmoid_log_det.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
 
@@ -138,7 +138,7 @@ def board_ok(height, width, parity=0):
 
 
 def test_checkerboard_checker_passes_reference():
-    assert ex.check_checkerboard(board_ok).passed
+    assert ex.checkerboard.check(board_ok, show=False).passed
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -150,7 +150,7 @@ def test_checkerboard_checker_passes_reference():
     (lambda h, w, p=0: board_ok(h, w, 0), "opposite board"),
 ])
 def test_checkerboard_checker_explains_typical_mistakes(wrong, message):
-    result = ex.check_checkerboard(wrong)
+    result = ex.checkerboard.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
 
@@ -198,8 +198,8 @@ class MovesKept(GoodCoupling):
 
 
 def test_custom_coupling_checker_passes_reference_class_and_instance():
-    assert ex.check_custom_coupling(GoodCoupling).passed
-    assert ex.check_custom_coupling(GoodCoupling()).passed
+    assert ex.custom_coupling.check(GoodCoupling, show=False).passed
+    assert ex.custom_coupling.check(GoodCoupling(), show=False).passed
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -211,7 +211,7 @@ def test_custom_coupling_checker_passes_reference_class_and_instance():
     (fk.Tanh, "forward's z is off"),
 ])
 def test_custom_coupling_checker_explains_typical_mistakes(wrong, message):
-    result = ex.check_custom_coupling(wrong)
+    result = ex.custom_coupling.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
 
@@ -222,7 +222,50 @@ def test_custom_coupling_checker_reports_a_wrong_log_det_shape():
             z, log_det = super().forward(x)
             return z, log_det[:, None].expand(-1, 2)
 
-    assert "expected (32,)" in str(ex.check_custom_coupling(Unsummed))
+    assert "expected (32,)" in str(ex.custom_coupling.check(Unsummed, show=False))
+
+
+def test_checkerboard_may_not_call_the_library_mask():
+    result = ex.checkerboard.check(lambda h, w, p=0: fk.checkerboard_mask(h, w, p)[0], show=False)
+    assert not result.passed and "checkerboard_mask" in str(result) and "rules out" in str(result)
+
+
+class TemplateCoupling(fk.Transform):
+    def forward(self, x):
+        raise NotImplementedError
+
+    def inverse(self, z):
+        raise NotImplementedError
+
+
+def _template(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("exercise", ex.EXERCISES, ids=lambda e: e.name)
+def test_every_reference_passes_and_the_template_is_not_attempted(exercise):
+    result = exercise.check(exercise.reference, show=False)
+    assert result.passed and str(result).startswith("PASS"), str(result)
+    template = TemplateCoupling if exercise is ex.custom_coupling else _template
+    untouched = exercise.check(template, show=False)
+    assert untouched.status == "not attempted", str(untouched)
+    assert str(untouched).startswith("Not attempted yet")
+    assert exercise.solution_code().lstrip().startswith(("def ", "class ")) and exercise.hints
+
+
+def test_custom_coupling_with_only_forward_written_is_still_not_attempted():
+    class HalfDone(GoodCoupling):
+        def inverse(self, z):
+            raise NotImplementedError
+
+    result = ex.custom_coupling.check(HalfDone, show=False)
+    assert result.status == "not attempted" and "HalfDone" in str(result)
+
+
+def test_summary_lists_every_exercise(capsys):
+    rows = ex.summary()
+    assert [name for name, _ in rows] == [e.name for e in ex.EXERCISES]
+    assert "exercises passed" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------

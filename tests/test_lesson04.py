@@ -36,7 +36,7 @@ def nll_reference(flow, x):
 
 
 def test_nll_reference_passes():
-    result = ex.check_nll_loss(nll_reference)
+    result = ex.nll.check(nll_reference, show=False)
     assert result.passed, str(result)
     assert str(result).startswith("PASS")
 
@@ -54,10 +54,13 @@ def test_nll_reference_passes():
      "flow.inverse"),
     (lambda flow, x: nll_reference(flow, x).item(), "did you call .item()"),
     (lambda flow, x: nll_reference(flow, x).detach(), "carries no gradient"),
-    (lambda flow, x: -flow.log_prob(x), "forget .mean()"),
+    (lambda flow, x: -(-0.5 * (flow.forward(x)[0] ** 2).sum(1) - LOG_2PI + flow.forward(x)[1]),
+     "forget .mean()"),
+    (lambda flow, x: -flow.log_prob(x).mean(), "write the standard normal log-density yourself"),
+    (lambda flow, x: "loss", "should return a torch.Tensor"),
 ])
 def test_nll_checker_names_the_mistake(wrong, message):
-    result = ex.check_nll_loss(wrong)
+    result = ex.nll.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
 
@@ -66,8 +69,8 @@ def test_nll_checker_reports_template_and_crashes():
     def template(flow, x):
         raise NotImplementedError
 
-    assert "not written yet" in str(ex.check_nll_loss(template))
-    assert "raised ZeroDivisionError" in str(ex.check_nll_loss(lambda flow, x: 1 / 0))
+    assert "Not attempted yet" in str(ex.nll.check(template, show=False))
+    assert "raised ZeroDivisionError" in str(ex.nll.check(lambda flow, x: 1 / 0, show=False))
 
 
 # ----------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def kl_reference(flow, x, noise):
 
 
 def test_kl_reference_passes():
-    result = ex.check_kl_gap(kl_reference)
+    result = ex.kl.check(kl_reference, show=False)
     assert result.passed, str(result)
 
 
@@ -93,7 +96,7 @@ def test_kl_reference_passes():
     (lambda flow, x, noise: fk.data.two_moons_log_prob(x) - flow.log_prob(x), "single number"),
 ])
 def test_kl_checker_names_the_mistake(wrong, message):
-    result = ex.check_kl_gap(wrong)
+    result = ex.kl.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
 
@@ -110,10 +113,10 @@ def make_reference(num_couplings, hidden):
 
 
 def test_make_realnvp_reference_passes():
-    result = ex.check_make_realnvp(make_reference)
+    result = ex.realnvp.check(make_reference, show=False)
     assert result.passed, str(result)
     # fk.RealNVP itself is a valid answer too
-    assert ex.check_make_realnvp(lambda k, h: fk.RealNVP(2, num_couplings=k, hidden=h)).passed
+    assert ex.realnvp.check(lambda k, h: fk.RealNVP(2, num_couplings=k, hidden=h), show=False).passed
 
 
 class _RandomLastLayer(torch.nn.Sequential):
@@ -136,9 +139,33 @@ class _RandomLastLayer(torch.nn.Sequential):
                            for i in range(k)], fk.StandardNormal(2)), "expected fk.AffineCoupling"),
 ])
 def test_make_realnvp_checker_names_the_mistake(wrong, message):
-    result = ex.check_make_realnvp(wrong)
+    result = ex.realnvp.check(wrong, show=False)
     assert not result.passed
     assert message in str(result), str(result)
+
+
+def _template(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("exercise", ex.EXERCISES, ids=lambda e: e.name)
+def test_every_reference_passes_and_the_template_is_not_attempted(exercise):
+    result = exercise.check(exercise.reference, show=False)
+    assert result.passed and str(result).startswith("PASS"), str(result)
+    untouched = exercise.check(_template, show=False)
+    assert untouched.status == "not attempted" and str(untouched).startswith("Not attempted yet")
+    assert "def " in exercise.solution_code() and exercise.hints
+
+
+def test_wrong_types_get_a_clear_message():
+    assert "should be a number" in str(ex.kl.check(lambda flow, x, noise: "0.1", show=False))
+    assert "should return an fk.Flow" in str(ex.realnvp.check(lambda k, h: None, show=False))
+
+
+def test_summary_lists_every_exercise(capsys):
+    rows = ex.summary()
+    assert [name for name, _ in rows] == [e.name for e in ex.EXERCISES]
+    assert "exercises passed" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------
@@ -259,3 +286,36 @@ def test_lesson_figure_builds():
     fig = w.lesson_figure(steps=20, hidden=8)
     assert isinstance(fig, matplotlib.figure.Figure)
     assert len(fig.axes) == 4
+
+
+# ----------------------------------------------------------------------------------
+# The one entropy value every lesson prints
+# ----------------------------------------------------------------------------------
+
+
+def test_stored_entropy_estimate_is_what_the_function_computes():
+    # Every lesson prints the stored value at noise 0.1; recompute it exactly.
+    x = fk.data.two_moons(100_000, noise=0.1, seed=12345)
+    neg_log_p = -fk.data.two_moons_log_prob(x.double(), noise=0.1)
+    stored = fk.data._ENTROPY_ESTIMATES[0.1]
+    assert stored[0] == pytest.approx(neg_log_p.mean().item(), abs=1e-12)
+    assert stored[1] == pytest.approx(neg_log_p.std().item() / 100_000 ** 0.5, rel=1e-9)
+    assert fk.data.two_moons_entropy(0.1) == stored[0]
+
+
+@pytest.mark.parametrize("noise", sorted(fk.data._ENTROPY_ESTIMATES))
+def test_every_stored_entropy_estimate_agrees_with_a_fresh_one(noise):
+    # A cheap independent estimate lies within a few combined standard errors of each one.
+    stored, stored_se = fk.data._ENTROPY_ESTIMATES[noise]
+    fresh, fresh_se = fk.data.two_moons_entropy_estimate(noise, n=3000, seed=7)
+    assert abs(fresh - stored) < 4 * math.hypot(fresh_se, stored_se)
+
+
+def test_entropy_estimate_computes_what_is_not_stored():
+    h, se = fk.data.two_moons_entropy_estimate(0.1, n=4000, seed=3)
+    x = fk.data.two_moons(4000, noise=0.1, seed=3)
+    neg_log_p = -fk.data.two_moons_log_prob(x.double(), noise=0.1)
+    assert h == pytest.approx(neg_log_p.mean().item(), abs=1e-12)
+    assert se == pytest.approx(neg_log_p.std().item() / 4000 ** 0.5, rel=1e-9)
+    # the stored value at noise 0.1 lies within a few standard errors of this small estimate
+    assert abs(h - fk.data.two_moons_entropy_estimate(0.1)[0]) < 4 * se

@@ -120,72 +120,142 @@ def test_mosaic_layout():
 # ----------------------------------------------------------------------------------
 
 
-def ref_bits_per_dim(log_prob_unit, num_dims, levels):
-    return float(-(log_prob_unit - num_dims * math.log(levels)).mean() / (num_dims * math.log(2)))
+def _template(*args):
+    raise NotImplementedError
 
 
-def test_bits_per_dim_checker():
-    assert ex.check_bits_per_dim(ref_bits_per_dim).passed
-    tensor_answer = lambda lp, d, L: -(lp - d * math.log(L)).mean() / (d * math.log(2))  # noqa: E731
-    assert ex.check_bits_per_dim(tensor_answer).passed
-    wrong = {
-        "nats to bits": lambda lp, d, L: float(-(lp - d * math.log(L)).mean() / d),
-        "change of units": lambda lp, d, L: float(-lp.mean() / (d * math.log(2))),
-        "wrong sign": lambda lp, d, L: float(-(lp + d * math.log(L)).mean() / (d * math.log(2))),
-        "num_dims": lambda lp, d, L: float(-(lp - d * math.log(L)).mean() / math.log(2)),
-        "NEGATIVE": lambda lp, d, L: float((lp - d * math.log(L)).mean() / (d * math.log(2))),
-        "one number": lambda lp, d, L: -(lp - d * math.log(L)) / (d * math.log(2)),
-        "not implemented": lambda lp, d, L: (_ for _ in ()).throw(NotImplementedError()),
-    }
-    for needle, fn in wrong.items():
-        result = ex.check_bits_per_dim(fn)
-        assert not result.passed and needle in str(result), (needle, str(result))
+def _answers(exercise):
+    return exercise.reference if isinstance(exercise.reference, tuple) else (exercise.reference,)
 
 
-def ref_squeeze(x):
-    b, c, h, w_ = x.shape
-    return x.reshape(b, c, h // 2, 2, w_ // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w_ // 2)
+def assert_slips(exercise, cases):
+    for needle, answers in cases.items():
+        result = exercise.check(*answers, show=False)
+        assert not result.passed, needle
+        assert needle in str(result), (needle, str(result))
 
 
-def ref_unsqueeze(z):
-    b, c4, h, w_ = z.shape
-    return z.reshape(b, c4 // 4, 2, 2, h, w_).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, 2 * h, 2 * w_)
+@pytest.mark.parametrize("exercise", ex.EXERCISES, ids=lambda e: e.name)
+def test_every_reference_passes_and_the_template_is_not_attempted(exercise):
+    answers = _answers(exercise)
+    result = exercise.check(*answers, show=False)
+    assert result.passed and str(result).startswith("PASS"), str(result)
+    untouched = exercise.check(*[_template] * len(answers), show=False)
+    assert untouched.status == "not attempted" and str(untouched).startswith("Not attempted yet")
+    code = exercise.solution_code()
+    assert all(f"def {f.__name__}(" in code for f in answers) and exercise.hints
 
 
-def test_squeeze_checker():
-    assert ex.check_squeeze(ref_squeeze, ref_unsqueeze).passed
-    assert ex.check_squeeze(fk.images.squeeze, fk.images.unsqueeze).passed
-    plain = lambda x: x.reshape(x.shape[0], 4 * x.shape[1], x.shape[2] // 2, x.shape[3] // 2)  # noqa: E731
-    r = ex.check_squeeze(plain, ref_unsqueeze)
-    assert not r.passed and "plain reshape" in str(r)
-    other_order = lambda x: x.reshape(x.shape[0], x.shape[1], x.shape[2] // 2, 2, x.shape[3] // 2, 2).permute(  # noqa: E731
-        0, 3, 5, 1, 2, 4).reshape(x.shape[0], 4 * x.shape[1], x.shape[2] // 2, x.shape[3] // 2)
-    r = ex.check_squeeze(other_order, ref_unsqueeze)
-    assert not r.passed and "another order" in str(r)
-    r = ex.check_squeeze(lambda x: x[:, :, ::2, ::2], ref_unsqueeze)
-    assert not r.passed and "shape" in str(r)
-    r = ex.check_squeeze(ref_squeeze, lambda z: z.reshape(z.shape[0], z.shape[1] // 4, 2 * z.shape[2], 2 * z.shape[3]))
-    assert not r.passed and "unsqueeze(squeeze(x)) is not x" in str(r)
-    r = ex.check_squeeze(lambda x: (_ for _ in ()).throw(NotImplementedError()), ref_unsqueeze)
-    assert not r.passed and "not implemented" in str(r)
+def test_summary_lists_every_exercise(capsys):
+    rows = ex.summary()
+    assert [name for name, _ in rows] == [e.name for e in ex.EXERCISES]
+    assert "exercises passed" in capsys.readouterr().out
 
 
-def ref_checkerboard(h, w_, parity):
-    return ((torch.arange(h).view(-1, 1) + torch.arange(w_).view(1, -1) + parity) % 2 == 0).float()
+def test_dequantization_bound_reference_obeys_jensen_and_matches_quadrature():
+    log_density = ex._bumps([0.7, 2.2, 3.9], 0.6, [3.0, 1.0, 2.0])
+    k = torch.arange(5, dtype=torch.float64)
+    log_prob, bound = ex.discrete_log_prob_and_bound(log_density, k, 2000)
+    assert (bound <= log_prob).all()
+    # The cells' probabilities by adaptive quadrature, and the density's total mass.
+    from scipy import integrate
+
+    def density(v):
+        return log_density(torch.tensor([v], dtype=torch.float64)).exp().item()
+
+    assert integrate.quad(density, -np.inf, np.inf)[0] == pytest.approx(1.0, abs=1e-8)
+    for level, value in zip(k.tolist(), log_prob.tolist()):
+        assert value == pytest.approx(math.log(integrate.quad(density, level, level + 1)[0]), abs=1e-6)
 
 
-def test_checkerboard_checker():
-    assert ex.check_checkerboard(ref_checkerboard).passed
-    assert ex.check_checkerboard(lambda h, w_, p: fk.checkerboard_mask(h, w_, p)[0]).passed
-    cases = {
-        "complement": lambda h, w_, p: 1 - ref_checkerboard(h, w_, p),
-        "horizontal stripes": lambda h, w_, p: ((torch.arange(h).view(-1, 1) + p) % 2 == 0).float().expand(h, w_),
-        "vertical stripes": lambda h, w_, p: ((torch.arange(w_).view(1, -1) + p) % 2 == 0).float().expand(h, w_),
-        "parity is ignored": lambda h, w_, p: ref_checkerboard(h, w_, 0),
-        "float tensor": lambda h, w_, p: ref_checkerboard(h, w_, p).long(),
-        "shape": lambda h, w_, p: ref_checkerboard(w_, h, p),
-        "only 0 and 1": lambda h, w_, p: 2 * ref_checkerboard(h, w_, p),
-    }
-    for needle, fn in cases.items():
-        r = ex.check_checkerboard(fn)
-        assert not r.passed and needle in str(r), (needle, str(r))
+def test_dequantization_bound_slips():
+    ref = ex.discrete_log_prob_and_bound
+
+    def swapped(log_density, k, n):
+        log_prob, bound = ref(log_density, k, n)
+        return bound, log_prob
+
+    def naive_exp(log_density, k, n):
+        u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        log_p = log_density(k[:, None] + u)
+        return log_p.exp().mean(dim=1).log(), log_p.mean(dim=1)
+
+    def summed(log_density, k, n):
+        u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        log_p = log_density(k[:, None] + u)
+        return torch.logsumexp(log_p, dim=1), log_p.mean(dim=1)
+
+    def at_integers(log_density, k, n):
+        return log_density(k), log_density(k)
+
+    assert_slips(ex.dequantization_bound, {
+        "that is the bound": (swapped,),
+        "torch.logsumexp": (naive_exp,),
+        "divide by their number": (summed,),
+        "density at a point is not a probability": (at_integers,),
+        "return a pair": (lambda log_density, k, n: ref(log_density, k, n)[0],),
+        "should be a torch.Tensor": (lambda log_density, k, n: (1.0, 0.5),),
+    })
+
+
+def test_logit_log_det_slips():
+    def per_pixel(x, levels, alpha):
+        y = alpha + (1 - 2 * alpha) * x / levels
+        return math.log((1 - 2 * alpha) / levels) - torch.log(y) - torch.log1p(-y)
+
+    assert_slips(ex.logit_log_det, {
+        "sign is flipped": (lambda x, L, a: -per_pixel(x, L, a).flatten(1).sum(1),),
+        "log-slope of the first, affine step is missing":
+            (lambda x, L, a: (per_pixel(x, L, a) - math.log((1 - 2 * a) / L)).flatten(1).sum(1),),
+        "one number per pixel": (per_pixel,),
+        "rules out": (lambda x, L, a: fk.LogitPreprocess(L, a)(x)[1],),
+        "should be a torch.Tensor": (lambda x, L, a: per_pixel(x, L, a).sum().item(),),
+    })
+
+
+def test_squeeze_slips():
+    def plain_reshape(x):
+        b, c, h, w_ = x.shape
+        return x.reshape(b, 4 * c, h // 2, w_ // 2)
+
+    def other_order(x):
+        b, c, h, w_ = x.shape
+        return x.reshape(b, c, h // 2, 2, w_ // 2, 2).permute(0, 1, 5, 3, 2, 4).reshape(b, 4 * c, h // 2, w_ // 2)
+
+    assert_slips(ex.squeeze_pair, {
+        "plain reshape": (plain_reshape, ex.my_unsqueeze),
+        "another order": (other_order, ex.my_unsqueeze),
+        "4x the channels": (lambda x: x, ex.my_unsqueeze),
+        "should give back shape": (ex.my_squeeze, lambda z: z),
+        "unsqueeze(squeeze(x)) is not x": (ex.my_squeeze, lambda z: plain_reshape(z.reshape(z.shape[0], -1, 2 * z.shape[2], 2 * z.shape[3])).reshape(z.shape[0], -1, 2 * z.shape[2], 2 * z.shape[3])),
+        "should return a tensor": (lambda x: x.tolist(), ex.my_unsqueeze),
+        "rules out": (lambda x: fk.images.squeeze(x), ex.my_unsqueeze),
+    })
+
+
+def test_split_slips():
+    def rest_first(h, factor_out, rest):
+        z, log_det = ex.split_forward(h, factor_out, rest)
+        k = factor_out * h.shape[2] * h.shape[3]
+        return torch.cat([z[:, k:], z[:, :k]], dim=1), log_det
+
+    def counts_done(h, factor_out, rest):
+        z, log_det = ex.split_forward(h, factor_out, rest)
+        return z, log_det + h[:, :factor_out].flatten(1).sum(1)
+
+    def wrong_inverse_sign(z, shape, factor_out, rest):
+        h, log_det = ex.split_inverse(z, shape, factor_out, rest)
+        return h, -log_det
+
+    def inverse_swaps_halves(z, shape, factor_out, rest):
+        h, log_det = ex.split_inverse(z, shape, factor_out, rest)
+        return torch.cat([h[:, factor_out:], h[:, :factor_out]], dim=1), log_det
+
+    assert_slips(ex.split_pair, {
+        "puts the rest's output first": (rest_first, ex.split_inverse),
+        "counts the factored-out channels": (counts_done, ex.split_inverse),
+        "has the forward's sign": (ex.split_forward, wrong_inverse_sign),
+        "reshape them to (batch, factor_out, H, W)": (ex.split_forward, inverse_swaps_halves),
+        "return a pair (z, log_det)": (lambda h, f, rest: h, ex.split_inverse),
+        "rules out": (lambda h, f, rest: fk.images.Split(tuple(h.shape[1:]), f, rest)(h), ex.split_inverse),
+    })

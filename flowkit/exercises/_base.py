@@ -270,6 +270,13 @@ class Exercise:
         return f"<Exercise {self.name}: {self.title}>"
 
 
+class _SummaryRows(list):
+    """``summary()``'s rows; the table is already printed, so a cell shows nothing more."""
+
+    def _ipython_display_(self):
+        pass
+
+
 def summary(exercises: Sequence[Exercise]) -> list[tuple[str, str]]:
     """Print which exercises passed in this kernel; return ``[(name, status), ...]``."""
     rows = []
@@ -283,33 +290,4 @@ def summary(exercises: Sequence[Exercise]) -> list[tuple[str, str]]:
         mark = {"pass": "PASS", "fail": "not yet", "not attempted": "not attempted",
                 "not checked": "not checked"}[status]
         print(f"  {i}. {ex.title.ljust(width)}  {mark}")
-    return rows
-
-
-from dataclasses import field  # noqa: E402 - only for the legacy type below
-
-
-@dataclass
-class LegacyCheckResult:
-    """The old result type, kept only until every lesson module uses Exercise."""
-
-    exercise: str
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.passed:
-            return f"PASS: {self.exercise}"
-        return f"FAIL: {self.exercise}\n" + "\n".join(f"  - {p}" for p in self.problems)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_pretty_(self, printer, cycle):
-        printer.text(str(self))
+    return _SummaryRows(rows)

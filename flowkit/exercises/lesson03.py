@@ -1,4 +1,4 @@
-"""Checkers for lesson 03: coupling layers.
+"""Exercises for lesson 03: coupling layers.
 
 Exercises 1 and 2 use Glow's variant of the affine coupling, whose scale is a sigmoid
 instead of an exponential (``m`` a 0/1 mask, 1 = kept, :math:`\\sigma` the logistic sigmoid):
@@ -20,15 +20,18 @@ from torch import Tensor, nn
 
 from ..jacobian import check_transform, log_abs_det_jacobian
 from ..transforms import Transform, alternating_mask, checkerboard_mask
-from ._base import LegacyCheckResult as CheckResult, compare
+from . import _base
+from ._base import Exercise, call, compare, forbid, matches
 
 __all__ = [
     "sigmoid_coupling_forward",
-    "check_sigmoid_coupling_inverse",
-    "check_sigmoid_coupling_log_det",
-    "check_checkerboard",
-    "check_custom_coupling",
     "custom_coupling_spec",
+    "sigmoid_inverse",
+    "sigmoid_log_det",
+    "checkerboard",
+    "custom_coupling",
+    "EXERCISES",
+    "summary",
 ]
 
 
@@ -85,28 +88,58 @@ def _cases():
     return cases
 
 
-def _call(fn: Callable, *args):
-    """Call a learner's function; return (output, problem message or None)."""
-    try:
-        with torch.no_grad():
-            return fn(*args), None
-    except NotImplementedError:
-        return None, "not implemented yet: replace the `raise NotImplementedError` with your code"
-    except Exception as err:  # a learner's bug: report it instead of crashing the cell
-        return None, f"raised {type(err).__name__}: {err}"
-
-
-def _matches(got, candidate: Tensor) -> bool:
-    return (isinstance(got, Tensor) and got.shape == candidate.shape
-            and bool(torch.isfinite(got).all())
-            and torch.allclose(got.detach().double(), candidate.double(), atol=1e-5, rtol=1e-5))
+def _call(fn: Callable, *args, name: str | None = None):
+    """The learner's function, run without building a graph (nothing here needs gradients)."""
+    with torch.no_grad():
+        return call(fn, *args, name=name)
 
 
 def _diagnose(got, wrong_answers: dict[str, Tensor]) -> str | None:
+    """The hint of the first common slip ``got`` matches, if any."""
     for hint, candidate in wrong_answers.items():
-        if _matches(got, candidate):
+        if matches(got, candidate) and bool(torch.isfinite(got).all()):
             return hint
     return None
+
+
+# ----------------------------------------------------------------------------------
+# Reference solutions (shown by solution(); a notebook never runs them)
+# ----------------------------------------------------------------------------------
+
+
+def sigmoid_coupling_inverse(z, mask, h_net, t_net):
+    kept = z * mask                                   # same as x * mask
+    scale = torch.sigmoid(h_net(kept))
+    shift = t_net(kept)
+    return kept + (1 - mask) * (z - shift) / scale    # undo the shift, then the scale
+
+
+def sigmoid_coupling_log_det(x, mask, h_net):
+    log_scale = torch.nn.functional.logsigmoid(h_net(x * mask))   # log sigma(h)
+    return ((1 - mask) * log_scale).sum(dim=1)                    # transformed coordinates only
+
+
+def checkerboard(height, width, parity=0):
+    rows = torch.arange(height).view(-1, 1)          # a column of row indices
+    cols = torch.arange(width).view(1, -1)           # a row of column indices
+    return ((rows + cols + parity) % 2 == 0).float() # broadcasting makes the (height, width) board
+
+
+class KeepSecondCoupling(Transform):
+    def forward(self, x):
+        x1, x2 = x[:, 0], x[:, 1]
+        log_scale = torch.tanh(x2)                   # depends on the kept coordinate only
+        z1 = x1 * torch.exp(log_scale) + x2 ** 2
+        return torch.stack([z1, x2], dim=1), log_scale
+
+    def inverse(self, z):
+        z1, z2 = z[:, 0], z[:, 1]
+        log_scale = torch.tanh(z2)                   # z2 == x2, so this is the same log-scale
+        x1 = (z1 - z2 ** 2) * torch.exp(-log_scale)
+        return torch.stack([x1, z2], dim=1), -log_scale
+
+
+_checkerboard_reference = checkerboard
 
 
 # ----------------------------------------------------------------------------------
@@ -114,18 +147,13 @@ def _diagnose(got, wrong_answers: dict[str, Tensor]) -> str | None:
 # ----------------------------------------------------------------------------------
 
 
-def check_sigmoid_coupling_inverse(inverse: Callable) -> CheckResult:
+def _check_sigmoid_inverse(inverse: Callable) -> list[str]:
     """Check ``inverse(z, mask, h_net, t_net) -> x`` against the sigmoid coupling's forward."""
-    result = CheckResult("sigmoid_coupling_inverse undoes the coupling")
     for name, mask, h_net, t_net, x in _cases():
         z = sigmoid_coupling_forward(x, mask, h_net, t_net)
-        got, problem = _call(inverse, z.clone(), mask, h_net, t_net)
-        if problem:
-            result.problems.append(f"{name}: {problem}")
-            return result
+        got = _call(inverse, z.clone(), mask, h_net, t_net)
         if not isinstance(got, Tensor):
-            result.problems.append(f"{name}: return a torch.Tensor x, got {type(got).__name__}")
-            return result
+            return [f"{name}: return a torch.Tensor x, got {type(got).__name__}"]
         kept = z * mask
         scale, shift = torch.sigmoid(h_net(kept)), t_net(kept)
         wrong = {
@@ -154,9 +182,8 @@ def check_sigmoid_coupling_inverse(inverse: Callable) -> CheckResult:
             elif got.shape == x.shape and torch.allclose((got * mask).double(), (x * mask).double(), atol=1e-5):
                 message += (". The kept coordinates are right; check the transformed ones: "
                             "x_b = (z_b - t(m*z)) / sigmoid(h(m*z))")
-            result.problems.append(message)
-            return result
-    return result
+            return [message]
+    return []
 
 
 # ----------------------------------------------------------------------------------
@@ -164,14 +191,10 @@ def check_sigmoid_coupling_inverse(inverse: Callable) -> CheckResult:
 # ----------------------------------------------------------------------------------
 
 
-def check_sigmoid_coupling_log_det(log_det_fn: Callable) -> CheckResult:
+def _check_sigmoid_log_det(log_det_fn: Callable) -> list[str]:
     """Check ``log_det_fn(x, mask, h_net) -> (batch,)`` against autograd's slogdet."""
-    result = CheckResult("sigmoid_coupling_log_det is log|det dz/dx| of the coupling")
     for name, mask, h_net, t_net, x in _cases():
-        got, problem = _call(log_det_fn, x.clone(), mask, h_net)
-        if problem:
-            result.problems.append(f"{name}: {problem}")
-            return result
+        got = _call(log_det_fn, x.clone(), mask, h_net)
         expected = _sigmoid_coupling_log_det(x, mask, h_net)
         autograd = log_abs_det_jacobian(lambda v: sigmoid_coupling_forward(v, mask, h_net, t_net), x)
         if not torch.allclose(expected, autograd, atol=1e-4):  # pragma: no cover - guards the reference
@@ -181,9 +204,8 @@ def check_sigmoid_coupling_log_det(log_det_fn: Callable) -> CheckResult:
         free = 1 - mask
         if isinstance(got, Tensor) and got.shape == x.shape:
             hint = ("sum over the coordinates (dim=1) so there is one log-det per sample"
-                    if _matches(got, free * log_scale) else "return one number per sample, shape (batch,)")
-            result.problems.append(f"{name}: got shape {tuple(got.shape)}, expected ({x.shape[0]},): {hint}")
-            return result
+                    if matches(got, free * log_scale) else "return one number per sample, shape (batch,)")
+            return [f"{name}: got shape {tuple(got.shape)}, expected ({x.shape[0]},): {hint}"]
         wrong = {
             "you summed over every coordinate; the kept ones have scale 1 (log-scale 0), so "
             "multiply by (1 - m) before summing": log_scale.sum(dim=1),
@@ -206,9 +228,8 @@ def check_sigmoid_coupling_log_det(log_det_fn: Callable) -> CheckResult:
             message = f"{name}: {problems[0]}"
             if hint:
                 message += f". Hint: {hint}"
-            result.problems.append(message)
-            return result
-    return result
+            return [message]
+    return []
 
 
 # ----------------------------------------------------------------------------------
@@ -216,32 +237,29 @@ def check_sigmoid_coupling_log_det(log_det_fn: Callable) -> CheckResult:
 # ----------------------------------------------------------------------------------
 
 
-def check_checkerboard(checkerboard: Callable) -> CheckResult:
+def _check_checkerboard(checkerboard: Callable) -> list[str]:
     """Check ``checkerboard(height, width, parity) -> (height, width)`` float 0/1 mask."""
-    result = CheckResult("checkerboard builds the checkerboard mask")
+    shortcut = forbid(checkerboard, ["checkerboard_mask"],
+                      "build the board yourself; the check compares it with fk.checkerboard_mask")
+    if shortcut:
+        return shortcut
     for height, width, parity in [(4, 4, 0), (4, 4, 1), (3, 5, 0), (6, 3, 1), (1, 1, 0)]:
         where = f"checkerboard({height}, {width}, parity={parity})"
-        got, problem = _call(checkerboard, height, width, parity)
-        if problem:
-            result.problems.append(f"{where}: {problem}")
-            return result
+        got = _call(checkerboard, height, width, parity)
         expected = checkerboard_mask(height, width, parity)[0]
         if not isinstance(got, Tensor):
-            result.problems.append(f"{where}: return a torch.Tensor, got {type(got).__name__}")
-            return result
+            return [f"{where}: return a torch.Tensor, got {type(got).__name__}"]
         if got.shape != expected.shape:
             hint = ""
             if got.numel() == expected.numel():
                 hint = " (drop any extra dimensions: one (height, width) image)"
             if got.shape == (width, height):
                 hint = " (rows first: the shape is (height, width))"
-            result.problems.append(f"{where}: shape {tuple(got.shape)}, expected ({height}, {width}){hint}")
-            return result
+            return [f"{where}: shape {tuple(got.shape)}, expected ({height}, {width}){hint}"]
         if not got.dtype.is_floating_point:
-            result.problems.append(
+            return [
                 f"{where}: dtype {got.dtype}; a mask multiplies float tensors, so return 0.0/1.0 "
-                "floats (add .float())")
-            return result
+                "floats (add .float())"]
         if torch.equal(got, expected):
             continue
         rows = torch.arange(height).view(-1, 1).expand(height, width)
@@ -262,9 +280,8 @@ def check_checkerboard(checkerboard: Callable) -> CheckResult:
                    f"expected {expected[bad[0], bad[1]].item():g}")
         if hint:
             message += f". Hint: {hint}"
-        result.problems.append(message)
-        return result
-    return result
+        return [message]
+    return []
 
 
 # ----------------------------------------------------------------------------------
@@ -282,32 +299,26 @@ def custom_coupling_spec(x: Tensor) -> tuple[Tensor, Tensor]:
     return z, torch.tanh(x2)
 
 
-def check_custom_coupling(transform) -> CheckResult:
+def _check_custom_coupling(transform) -> list[str]:
     """Check a learner's :class:`~flowkit.Transform` (class or instance) for the spec above.
 
     Runs :func:`flowkit.check_transform` (inverse and both log-dets against autograd) and
     compares ``forward`` with the specification.
     """
-    result = CheckResult("the custom coupling is a correct flowkit Transform")
     if isinstance(transform, type):
         if not issubclass(transform, Transform):
-            result.problems.append(
-                f"{transform.__name__} must subclass fk.Transform (class {transform.__name__}(fk.Transform))")
-            return result
+            return [f"{transform.__name__} must subclass fk.Transform "
+                    f"(class {transform.__name__}(fk.Transform))"]
         try:
             transform = transform()
         except Exception as err:
-            result.problems.append(f"could not build {transform.__name__}(): "
-                                   f"{type(err).__name__}: {err}")
-            return result
+            return [f"could not build {transform.__name__}(): {type(err).__name__}: {err}"]
     if not isinstance(transform, Transform):
-        result.problems.append(f"expected a subclass of fk.Transform, got {type(transform).__name__}")
-        return result
+        return [f"expected a subclass of fk.Transform, got {type(transform).__name__}"]
     x = torch.randn(32, 2, generator=torch.Generator().manual_seed(7)) * 1.5
-    out, problem = _call(transform.forward, x)
-    if problem:
-        result.problems.append(f"forward: {problem}")
-        return result
+    out = _call(transform.forward, x, name=f"{type(transform).__name__}.forward")
+    if not (isinstance(out, tuple) and len(out) == 2):
+        return ["forward must return a pair (z, log|det dz/dx|)"]
     z, log_det = out
     z_spec, log_det_spec = custom_coupling_spec(x)
     problems = compare("forward's z", z, z_spec, atol=1e-5, rtol=1e-5)
@@ -318,23 +329,57 @@ def check_custom_coupling(transform) -> CheckResult:
                 hint = " Hint: x2 is the kept coordinate, so z2 = x2 exactly."
             else:
                 hint = " Hint: z1 = x1 * exp(tanh(x2)) + x2**2."
-        result.problems.append(problems[0] + "." + hint)
-        return result
+        return [problems[0] + "." + hint]
     problems = compare("forward's log_abs_det", log_det, log_det_spec, atol=1e-5, rtol=1e-5)
     if problems:
         hint = " Hint: the only scale is exp(tanh(x2)), so log|det| = tanh(x2)."
-        result.problems.append(problems[0] + "." + hint)
-        return result
-    try:
-        found = check_transform(transform, x)
-    except Exception as err:
-        result.problems.append(f"fk.check_transform could not run it: {type(err).__name__}: {err}")
-        return result
+        return [problems[0] + "." + hint]
+    found = call(check_transform, transform, x, name=f"fk.check_transform on your {type(transform).__name__}")
+    problems = []
     for p in found.problems:
         hint = ""
         if p.startswith("inverse(forward(x))"):
             hint = " Hint: x2 = z2, then x1 = (z1 - z2**2) * exp(-tanh(z2))."
         elif p.startswith("inverse's log|det|") or p.startswith("forward and inverse"):
             hint = " Hint: the inverse's log-det is -tanh(z2)."
-        result.problems.append(p + hint)
-    return result
+        problems.append(p + hint)
+    return problems
+
+
+sigmoid_inverse = Exercise(
+    "sigmoid_inverse", "sigmoid_coupling_inverse undoes the coupling",
+    _check_sigmoid_inverse, sigmoid_coupling_inverse,
+    hints=["The kept part passes through: m * z equals m * x, so the networks can be run on it "
+           "again to recompute the scale sigmoid(h(m * z)) and the shift t(m * z).",
+           "Forward scales, then shifts. Undo in reverse order: subtract the shift, then divide "
+           "by the scale, on the (1 - m) part only."])
+
+sigmoid_log_det = Exercise(
+    "sigmoid_log_det", "sigmoid_coupling_log_det is log|det dz/dx| of the coupling",
+    _check_sigmoid_log_det, sigmoid_coupling_log_det,
+    hints=["The Jacobian is triangular once the kept coordinates are listed first: its "
+           "diagonal holds 1 for a kept coordinate and sigmoid(h_i) for a transformed one.",
+           "Sum log sigmoid(h_i) over the transformed coordinates only: multiply by (1 - mask) "
+           "and sum over dim=1. F.logsigmoid is the stable log sigmoid."])
+
+checkerboard = Exercise(
+    "checkerboard", "checkerboard builds the checkerboard mask", _check_checkerboard,
+    _checkerboard_reference,
+    hints=["Pixel (r, c) is 1 exactly when r + c + parity is even.",
+           "torch.arange(height).view(-1, 1) + torch.arange(width).view(1, -1) broadcasts to "
+           "the (height, width) grid of r + c."])
+
+custom_coupling = Exercise(
+    "custom_coupling", "the custom coupling is a correct flowkit Transform",
+    _check_custom_coupling, KeepSecondCoupling,
+    hints=["forward: log_scale = tanh(x2) depends on the kept x2 only; z1 = x1 * exp(log_scale) "
+           "+ x2**2, z2 = x2, and the log-det is log_scale itself.",
+           "inverse: z2 = x2, so recompute log_scale = tanh(z2), then x1 = (z1 - z2**2) * "
+           "exp(-log_scale); its log-det is -log_scale."])
+
+EXERCISES = [sigmoid_inverse, sigmoid_log_det, checkerboard, custom_coupling]
+
+
+def summary():
+    """Print which of this lesson's exercises passed in this kernel."""
+    return _base.summary(EXERCISES)

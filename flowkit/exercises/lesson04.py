@@ -1,9 +1,8 @@
-"""Checkers for lesson 04: training a flow on two moons by maximum likelihood.
+"""Exercises for lesson 04: training a flow on two moons by maximum likelihood.
 
-* :func:`check_nll_loss` -- the training loss, written from ``flow.forward`` and the
-  Gaussian log-density;
-* :func:`check_kl_gap` -- how far a model is from the true two-moons density, in nats;
-* :func:`check_make_realnvp` -- a RealNVP-like :class:`~flowkit.Flow` built from
+* ``nll`` -- the training loss, written from ``flow.forward`` and the Gaussian log-density;
+* ``kl`` -- how far a model is from the true two-moons density, in nats;
+* ``realnvp`` -- a RealNVP-like :class:`~flowkit.Flow` built from
   :class:`~flowkit.AffineCoupling` layers.
 """
 
@@ -15,13 +14,16 @@ import math
 import torch
 from torch import nn
 
+import flowkit as fk  # the reference solutions are written as a learner writes them
+
 from .. import data
 from ..flow import Flow, StandardNormal
 from ..models import RealNVP
 from ..transforms import AffineCoupling
-from ._base import LegacyCheckResult as CheckResult, compare
+from . import _base
+from ._base import Exercise, call, compare, forbid
 
-__all__ = ["check_nll_loss", "check_kl_gap", "check_make_realnvp", "perturbed_flow"]
+__all__ = ["nll", "kl", "realnvp", "perturbed_flow", "EXERCISES", "summary"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -32,7 +34,9 @@ def perturbed_flow(num_couplings: int = 4, hidden: int = 16, scale: float = 0.4,
 
     The checkers test on it, so a wrong log-determinant cannot hide behind a zero one.
     """
-    flow = RealNVP(2, num_couplings=num_couplings, hidden=hidden)
+    with torch.random.fork_rng():  # the same flow whatever the global random state
+        torch.manual_seed(seed)
+        flow = RealNVP(2, num_couplings=num_couplings, hidden=hidden)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in flow.parameters():
@@ -61,6 +65,31 @@ def _as_scalar(value, name: str) -> tuple[torch.Tensor | None, list[str]]:
 
 def _close(a: float, b: float, tol: float = 1e-4) -> bool:
     return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+# ----------------------------------------------------------------------------------
+# Reference solutions (shown by solution(); a notebook never runs them)
+# ----------------------------------------------------------------------------------
+
+
+def nll_loss(flow, x):
+    z, log_abs_det = flow.forward(x)
+    dims = z.shape[1]
+    log_base = -0.5 * (z ** 2).sum(dim=1) - 0.5 * dims * math.log(2 * math.pi)
+    return -(log_base + log_abs_det).mean()
+
+
+def kl_gap(flow, x, noise):
+    with torch.no_grad():
+        log_p = fk.data.two_moons_log_prob(x, noise=noise)
+        log_q = flow.log_prob(x)
+    return (log_p - log_q).mean().item()
+
+
+def make_realnvp(num_couplings, hidden):
+    layers = [fk.AffineCoupling(fk.alternating_mask(2, i % 2), fk.MLP(2, 4, hidden))
+              for i in range(num_couplings)]
+    return fk.Flow(layers, fk.StandardNormal(2))
 
 
 # ----------------------------------------------------------------------------------
@@ -104,48 +133,40 @@ def _nll_diagnosis(got: float, flow: Flow, x: torch.Tensor) -> str:
     return "compare with -(log N(z) + log|det dz/dx|).mean(), where z, log_abs_det = flow.forward(x)"
 
 
-def check_nll_loss(nll_loss) -> CheckResult:
+def _check_nll_loss(nll_loss) -> list[str]:
     """Check ``nll_loss(flow, x) -> 0-d tensor``: the mean negative log-likelihood.
 
     It must equal ``-flow.log_prob(x).mean()``, be built from ``flow.forward`` and the
     standard normal log-density, and keep the autograd graph (training needs it).
     """
-    result = CheckResult("nll_loss: the mean negative log-likelihood of a batch")
+    shortcut = forbid(nll_loss, ["log_prob"], "write the standard normal log-density yourself, "
+                      "from z and log_abs_det = flow.forward(x)")
+    if shortcut:
+        return shortcut
     flow = perturbed_flow(seed=4)
     for n, seed in ((64, 1), (37, 2)):
         x = data.two_moons(n, seed=seed)
         expected = -flow.log_prob(x).mean()
-        try:
-            got = nll_loss(flow, x)
-        except NotImplementedError:
-            result.problems.append("nll_loss is not written yet (it raises NotImplementedError)")
-            return result
-        except Exception as err:  # a learner's bug: report it, do not crash the notebook
-            result.problems.append(f"nll_loss(flow, x) raised {type(err).__name__}: {err}")
-            return result
+        got = call(nll_loss, flow, x)
         if not isinstance(got, torch.Tensor):
-            result.problems.append(
+            return [
                 f"nll_loss should return a torch.Tensor the optimizer can backpropagate "
                 f"through, got {type(got).__name__} (did you call .item()?)"
-            )
-            return result
+            ]
         value, problems = _as_scalar(got, "nll_loss(flow, x)")
         if problems:
-            result.problems += problems
-            return result
+            return problems
         if not _close(value.item(), expected.item()):
-            result.problems.append(
+            return [
                 f"on {n} two-moons points: got {value.item():.6f}, expected "
                 f"{expected.item():.6f}; {_nll_diagnosis(value.item(), flow, x)}"
-            )
-            return result
+            ]
         if not got.requires_grad:
-            result.problems.append(
+            return [
                 "the value is right but carries no gradient: do not wrap it in torch.no_grad() "
                 "or rebuild it from numbers; the optimizer needs the graph back to the weights"
-            )
-            return result
-    return result
+            ]
+    return []
 
 
 # ----------------------------------------------------------------------------------
@@ -153,55 +174,45 @@ def check_nll_loss(nll_loss) -> CheckResult:
 # ----------------------------------------------------------------------------------
 
 
-def check_kl_gap(kl_gap) -> CheckResult:
+def _check_kl_gap(kl_gap) -> list[str]:
     r"""Check ``kl_gap(flow, x, noise) -> float``: :math:`\frac1N\sum_i \log p(x_i) - \log q(x_i)`.
 
     ``x`` holds samples of the true two moons (noise ``noise``), ``p`` is the exact
     density (:func:`flowkit.data.two_moons_log_prob`), ``q`` the flow's.
     """
-    result = CheckResult("kl_gap: KL(data || model) estimated on samples of the data")
-    flow = perturbed_flow(seed=7)
+    flow = perturbed_flow(seed=7, scale=0.2)  # a KL of a few nats: slips stand apart
     for n, noise, seed in ((400, 0.1, 11), (250, 0.15, 12)):
         x = data.two_moons(n, noise=noise, seed=seed)
         with torch.no_grad():
             log_p = data.two_moons_log_prob(x.double(), noise=noise)
             log_q = flow.log_prob(x).double()
         expected = (log_p - log_q).mean().item()
-        try:
-            got = kl_gap(flow, x, noise)
-        except NotImplementedError:
-            result.problems.append("kl_gap is not written yet (it raises NotImplementedError)")
-            return result
-        except Exception as err:
-            result.problems.append(f"kl_gap(flow, x, noise={noise}) raised {type(err).__name__}: {err}")
-            return result
+        got = call(kl_gap, flow, x, noise)
         value, problems = _as_scalar(got, "kl_gap(flow, x, noise)")
         if problems:
-            result.problems += problems
-            return result
+            return problems
         v = value.item()
-        if _close(v, expected, 1e-3):
+        if _close(v, expected, 1e-5):
             continue
-        if _close(v, -expected, 1e-3):
+        if _close(v, -expected, 1e-5):
             hint = ("the sign is flipped: KL(p || q) = E_p[log p(x) - log q(x)] is never negative "
                     "(you computed log q - log p)")
-        elif _close(v, -log_q.mean().item(), 1e-3):
+        elif _close(v, -log_q.mean().item(), 1e-5):
             hint = ("that is the model's NLL on the data; subtract the entropy "
                     "H = -E_p[log p(x)] to get the gap")
-        elif _close(v, -log_p.mean().item(), 1e-3):
+        elif _close(v, -log_p.mean().item(), 1e-5):
             hint = "that is the entropy of the data alone; the model's log q(x) is missing"
-        elif _close(v, expected * n, 1e-3):
+        elif _close(v, expected * n, 1e-5):
             hint = "you summed over the samples; take the mean"
         elif noise != 0.1 and abs(v - expected) > 1e-3:
             hint = ("did you pass noise to fk.data.two_moons_log_prob? this call used "
                     f"noise={noise}")
         else:
             hint = "expected mean(two_moons_log_prob(x, noise) - flow.log_prob(x))"
-        result.problems.append(
+        return [
             f"on {n} points with noise={noise}: got {v:.5f}, expected {expected:.5f}; {hint}"
-        )
-        return result
-    return result
+        ]
+    return []
 
 
 # ----------------------------------------------------------------------------------
@@ -213,73 +224,59 @@ def _first_linear(module: nn.Module) -> nn.Linear | None:
     return next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
 
 
-def check_make_realnvp(make_realnvp) -> CheckResult:
+def _check_make_realnvp(make_realnvp) -> list[str]:
     """Check ``make_realnvp(num_couplings, hidden) -> fk.Flow`` built from AffineCouplings.
 
     Expected: ``num_couplings`` :class:`~flowkit.AffineCoupling` layers on 2-D vectors with
     alternating masks, conditioners with ``hidden`` units, a standard normal base, and a
     flow that starts as the identity.
     """
-    result = CheckResult("make_realnvp: a RealNVP built from AffineCoupling layers")
-    problems = result.problems
+    problems: list[str] = []
     for num_couplings, hidden in ((4, 32), (3, 16)):
-        call = f"make_realnvp({num_couplings}, {hidden})"
-        try:
-            with torch.random.fork_rng():  # leave the learner's random state alone
-                torch.manual_seed(0)
-                flow = make_realnvp(num_couplings, hidden)
-        except NotImplementedError:
-            problems.append("make_realnvp is not written yet (it raises NotImplementedError)")
-            return result
-        except Exception as err:
-            problems.append(f"{call} raised {type(err).__name__}: {err}")
-            return result
+        where = f"make_realnvp({num_couplings}, {hidden})"
+        with torch.random.fork_rng():  # leave the learner's random state alone
+            torch.manual_seed(0)
+            flow = call(make_realnvp, num_couplings, hidden)
         if not isinstance(flow, Flow):
-            problems.append(f"{call} should return an fk.Flow, got {type(flow).__name__}; "
-                            "wrap the layers: fk.Flow(layers, fk.StandardNormal(2))")
-            return result
+            return [f"{where} should return an fk.Flow, got {type(flow).__name__}; "
+                            "wrap the layers: fk.Flow(layers, fk.StandardNormal(2))"]
         layers = list(flow.transforms)
         if len(layers) != num_couplings:
-            problems.append(f"{call} has {len(layers)} transforms, expected {num_couplings} couplings")
-            return result
+            return [f"{where} has {len(layers)} transforms, expected {num_couplings} couplings"]
         for i, layer in enumerate(layers):
             if not isinstance(layer, AffineCoupling):
-                problems.append(f"{call}: transform {i} is a {type(layer).__name__}, expected fk.AffineCoupling")
-                return result
+                return [f"{where}: transform {i} is a {type(layer).__name__}, expected fk.AffineCoupling"]
             if tuple(layer.mask.shape) != (2,) or layer.mask.sum().item() != 1:
-                problems.append(
-                    f"{call}: coupling {i} has mask {layer.mask.tolist()}; for 2-D data each mask "
+                return [
+                    f"{where}: coupling {i} has mask {layer.mask.tolist()}; for 2-D data each mask "
                     "keeps exactly one coordinate, e.g. fk.alternating_mask(2, i % 2)"
-                )
-                return result
+                ]
         for i in range(num_couplings - 1):
             if torch.equal(layers[i].mask, layers[i + 1].mask):
-                problems.append(
-                    f"{call}: couplings {i} and {i + 1} both have mask {layers[i].mask.tolist()}; "
-                    "alternate the masks (fk.alternating_mask(2, i % 2)) or one coordinate is "
-                    "never transformed twice in a row"
-                )
-                return result
+                return [
+                    f"{where}: couplings {i} and {i + 1} both have mask {layers[i].mask.tolist()}; "
+                    "alternate the masks (fk.alternating_mask(2, i % 2)), so that each coupling "
+                    "transforms the coordinate the previous one kept: two couplings in a row "
+                    "with the same mask transform the same coordinate, and together are no "
+                    "more flexible than one"
+                ]
         if not isinstance(flow.base, StandardNormal) or tuple(flow.base.event_shape) != (2,):
-            problems.append(f"{call}: the base should be fk.StandardNormal(2), got {flow.base!r}")
-            return result
+            return [f"{where}: the base should be fk.StandardNormal(2), got {flow.base!r}"]
         first = _first_linear(layers[0].conditioner)
         if first is None or first.out_features != hidden:
             width = None if first is None else first.out_features
-            problems.append(f"{call}: the conditioner's first layer has {width} units, expected "
-                            f"hidden={hidden} (fk.MLP(2, 4, hidden))")
-            return result
+            return [f"{where}: the conditioner's first layer has {width} units, expected "
+                            f"hidden={hidden} (fk.MLP(2, 4, hidden))"]
         x = data.two_moons(50, seed=3)
         with torch.no_grad():
             start = flow.log_prob(x)
             gaussian = -0.5 * (x ** 2).sum(dim=1) - _LOG_2PI
         if not torch.allclose(start, gaussian, atol=1e-5):
-            problems.append(
-                f"{call}: a new flow should be the identity (its density the standard normal), "
+            return [
+                f"{where}: a new flow should be the identity (its density the standard normal), "
                 "but it is not; fk.MLP starts its last layer at zero, which makes each coupling "
                 "start as the identity"
-            )
-            return result
+            ]
         # Randomise a copy: every coordinate should move, and inverse(forward(x)) == x.
         moved = copy.deepcopy(flow)
         g = torch.Generator().manual_seed(1)
@@ -291,12 +288,39 @@ def check_make_realnvp(make_realnvp) -> CheckResult:
             expected_log_prob = moved.base.log_prob(z) + log_abs_det
         changed = ((z - x).abs() > 1e-6).any(dim=0)
         if num_couplings >= 2 and not changed.all():
-            problems.append(f"{call}: after training-like weight changes, coordinate(s) "
-                            f"{(~changed).nonzero().flatten().tolist()} never change; alternate the masks")
-            return result
-        problems += compare(f"{call}: inverse(forward(x))", back, x, atol=1e-4, rtol=1e-4)
-        problems += compare(f"{call}: log_prob", moved.log_prob(x).detach(), expected_log_prob,
+            return [f"{where}: after training-like weight changes, coordinate(s) "
+                            f"{(~changed).nonzero().flatten().tolist()} never change; alternate the masks"]
+        problems += compare(f"{where}: inverse(forward(x))", back, x, atol=1e-4, rtol=1e-4)
+        problems += compare(f"{where}: log_prob", moved.log_prob(x).detach(), expected_log_prob,
                             atol=1e-4, rtol=1e-4)
         if problems:
-            return result
-    return result
+            return problems
+    return []
+
+
+nll = Exercise(
+    "nll", "nll_loss: the mean negative log-likelihood of a batch", _check_nll_loss, nll_loss,
+    hints=["z, log_abs_det = flow.forward(x) gives the latent and log|det dz/dx|, one per row.",
+           "log N(z; 0, I) = -|z|^2 / 2 - (D / 2) log(2 pi) with D = z.shape[1]; the loss is "
+           "-(log N(z) + log_abs_det).mean(). Keep it a tensor: no .item(), no torch.no_grad()."])
+
+kl = Exercise(
+    "kl", "kl_gap: KL(data || model) estimated on samples of the data", _check_kl_gap, kl_gap,
+    hints=["KL(p || q) = E_p[log p(x) - log q(x)]: average log p - log q over the samples x, "
+           "which come from p.",
+           "log p is fk.data.two_moons_log_prob(x, noise=noise), log q is flow.log_prob(x); "
+           "return the mean as a number (.item())."])
+
+realnvp = Exercise(
+    "realnvp", "make_realnvp: a RealNVP built from AffineCoupling layers", _check_make_realnvp,
+    make_realnvp,
+    hints=["Coupling i is fk.AffineCoupling(fk.alternating_mask(2, i % 2), fk.MLP(2, 4, hidden)): "
+           "the mask alternates, so each coupling transforms the coordinate the previous one kept.",
+           "Put the couplings in a list and return fk.Flow(layers, fk.StandardNormal(2))."])
+
+EXERCISES = [nll, kl, realnvp]
+
+
+def summary():
+    """Print which of this lesson's exercises passed in this kernel."""
+    return _base.summary(EXERCISES)

@@ -12,3 +12,5 @@ from . import lesson06
 from . import lesson05
 from . import lesson04
 from . import lesson07
+from . import lesson09
+from . import lesson10

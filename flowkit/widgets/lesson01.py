@@ -433,7 +433,7 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
                         f"mass/width = {m['mass_y'] / m['dy']:.4f}")
         summary.set_text(
             f"same mass {m['mass_x']:.4f} on both sides;  |dy|/dx = {m['stretch']:.3f}, so the "
-            f"density is divided by {m['stretch']:.3f}\n(and |dy|/dx → f′(x) = "
+            f"density is divided by {m['stretch']:.3f}\n(and |dy|/dx → |f′(x)| = "
             f"{m['derivative']:.3f} as dx → 0)")
         fig.canvas.draw_idle()
 
