@@ -180,6 +180,7 @@ class FrameCache:
         for artist in self.each_frame:
             if artist.get_visible():
                 artist.draw(renderer)
+        self.figure.stale = False  # drawn: as the figure's own draw would leave it
 
     def _find_each_frame_artists(self, canvas) -> None:
         """Which static artists sit above the moving ones, for the current layout."""
