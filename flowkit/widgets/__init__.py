@@ -4,7 +4,7 @@ Each explorer is a function returning an :class:`Explorer` (``widget``, ``figure
 ``controls``, ``update``) so tests move its sliders headlessly.
 """
 
-from ._base import Explorer, figure_png, float_slider, int_slider, make_figure, show_static
+from ._base import MAX_WIDTH_PX, Explorer, figure_png, float_slider, int_slider, make_figure, show_static
 from . import lesson02
 from . import lesson03
 from . import lesson01

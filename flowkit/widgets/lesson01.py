@@ -190,7 +190,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         groups[name] = widgets.HBox(row)
     readout = widgets.HTML()
 
-    fig, (ax_map, ax_den) = make_figure(1, 2, figsize=(9.5, 3.6))
+    fig, (ax_map, ax_den) = make_figure(1, 2, figsize=(8.2, 3.4))
     map_line, = ax_map.plot([], [], color="k", lw=2)
     ax_map.set_xlim(-4, 4)
     ax_map.set_xlabel("x  (Gaussian)")
@@ -203,9 +203,10 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
                          label=r"formula $p_X(f^{-1}(y))\,|df^{-1}/dy|$")
     ax_den.set_xlabel("y")
     ax_den.set_ylabel(r"$p_Y(y)$")
-    ax_den.legend(loc="upper left", fontsize=8, frameon=False)
-    mass_text = ax_den.text(0.98, 0.97, "", transform=ax_den.transAxes, ha="right", va="top",
-                            fontsize=9, family="monospace")
+    ax_den.legend(loc="upper left", fontsize=7.5, frameon=False)
+    # Below the legend: the density's top sits at 1/1.3 of the height, the legend above it.
+    mass_text = ax_den.text(0.98, 0.83, "", transform=ax_den.transAxes, ha="right", va="top",
+                            fontsize=8.5, family="monospace")
     message = ax_den.text(0.5, 0.5, "", transform=ax_den.transAxes, ha="center", va="center",
                           wrap=True, fontsize=10, color="darkred",
                           bbox=dict(facecolor="white", edgecolor="darkred", boxstyle="round"))
@@ -346,16 +347,16 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
     xs = np.linspace(-3.6, 3.6, 400)
     px = _normal_pdf(xs)
 
-    fig, (ax_x, ax_map, ax_y) = make_figure(1, 3, figsize=(11, 3.6),
+    fig, (ax_x, ax_map, ax_y) = make_figure(1, 3, figsize=(8.2, 3.5),
                                             gridspec_kw={"width_ratios": [1, 1, 1.2]})
     ax_x.plot(xs, px, color=_BASE_COLOR, lw=2)
     ax_x.set_xlim(xs[0], xs[-1])
-    ax_x.set_ylim(0, 0.45)
+    ax_x.set_ylim(0, 0.6)  # room for the readout above the curve
     ax_x.set_title(r"$p_X(x)$, standard normal")
     ax_x.set_xlabel("x")
     strip_x = Polygon(np.zeros((3, 2)), closed=True, color=_BASE_COLOR, alpha=0.35)
     ax_x.add_patch(strip_x)
-    text_x = ax_x.text(0.03, 0.97, "", transform=ax_x.transAxes, va="top", fontsize=8.5,
+    text_x = ax_x.text(0.03, 0.97, "", transform=ax_x.transAxes, va="top", fontsize=7.5,
                        family="monospace")
 
     map_line, = ax_map.plot([], [], color="k", lw=2)
@@ -376,12 +377,12 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
     strip_y = Polygon(np.zeros((3, 2)), closed=True, color=_FORMULA_COLOR, alpha=0.35)
     ax_y.add_patch(strip_y)
     text_y = ax_y.text(0.97, 0.97, "", transform=ax_y.transAxes, va="top", ha="right",
-                       fontsize=8.5, family="monospace")
-    summary = fig.text(0.5, 0.01, "", ha="center", va="bottom", fontsize=10)
+                       fontsize=7.5, family="monospace")
+    summary = fig.text(0.5, 0.01, "", ha="center", va="bottom", fontsize=9)
     message = ax_y.text(0.5, 0.5, "", transform=ax_y.transAxes, ha="center", va="center",
                         fontsize=10, color="darkred",
                         bbox=dict(facecolor="white", edgecolor="darkred", boxstyle="round"))
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
 
     def under_curve(grid, values, lo, hi):
         inside = (grid >= lo) & (grid <= hi)
@@ -432,15 +433,19 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
                         f"mass/width = {m['mass_y'] / m['dy']:.4f}")
         summary.set_text(
             f"same mass {m['mass_x']:.4f} on both sides;  |dy|/dx = {m['stretch']:.3f}, so the "
-            f"density is divided by {m['stretch']:.3f}   (|f′(x)| = {m['derivative']:.3f} as dx → 0)")
+            f"density is divided by {m['stretch']:.3f}\n(and |dy|/dx → |f′(x)| = "
+            f"{m['derivative']:.3f} as dx → 0)")
         fig.canvas.draw_idle()
 
     controls = {"x": x_slider, "dx": dx_slider, "a": a_slider}
     box = widgets.VBox([x_slider, dx_slider, a_slider, fig.canvas])
+    # The Gaussian on the left never changes; x and dx keep every axis limit.
+    moving = [strip_x, text_x, map_line, map_title, band_x, band_y, y_line, strip_y, text_y,
+              summary, message]
     return Explorer(box, fig, controls, update,
                     artists={"strip_x": strip_x, "strip_y": strip_y, "curve_y": y_line,
                              "map": map_line, "text_x": text_x, "text_y": text_y,
-                             "summary": summary, "message": message})
+                             "summary": summary, "message": message}, moving=moving)
 
 
 # ----------------------------------------------------------------------------------
@@ -498,8 +503,8 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
 
     k_slider = int_slider("K (number of maps)", k, 0, max_k)
     y_slider = float_slider("y (probe point)", probe, -4.0, 4.0, 0.05)
-    fig, (ax_den, ax_bar) = make_figure(1, 2, figsize=(10.5, 3.7),
-                                        gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax_den, ax_bar) = make_figure(1, 2, figsize=(8.2, 3.6),
+                                        gridspec_kw={"width_ratios": [1, 1]})
     hist = ax_den.stairs(hists[0], edges, fill=True, color=_SAMPLE_COLOR, label="samples")
     curve, = ax_den.plot(y_grid, curves[0], color=_FORMULA_COLOR, lw=2, label="formula")
     probe_line = ax_den.axvline(probe, color="k", lw=1, ls="--")
@@ -513,15 +518,15 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
     labels = ["log p_X(x)"] + [f"f{j + 1}" for j in range(max_k)]
     colors = [_BASE_COLOR] + [_SAS_COLOR if isinstance(t, SinhArcsinh) else _AFFINE_COLOR for t in layers]
     bars = ax_bar.bar(range(max_k + 1), np.zeros(max_k + 1), color=colors)
-    ax_bar.set_xticks(range(max_k + 1), labels, fontsize=8, rotation=30)
+    ax_bar.set_xticks(range(max_k + 1), labels, fontsize=7.5, rotation=40)
     ax_bar.axhline(0, color="k", lw=0.8)
     total_line = ax_bar.axhline(0, color=_FORMULA_COLOR, lw=1.5, ls="--", label="log p(y): the sum")
     kinds = [Rectangle((0, 0), 1, 1, color=_SAS_COLOR, label="sinh-arcsinh map"),
              Rectangle((0, 0), 1, 1, color=_AFFINE_COLOR, label="affine map")]
-    ax_bar.legend(handles=[total_line, *kinds], loc="upper left", fontsize=8, frameon=False, ncol=3)
-    ax_bar.set_title(r"log p(y) = log $p_X$(x) + $\sum_k$ log|d$f_k^{-1}$/dh|", fontsize=10)
+    ax_bar.legend(handles=[total_line, *kinds], loc="upper left", fontsize=7, frameon=False, ncol=2)
+    ax_bar.set_title(r"log p(y) = log $p_X$(x) + $\sum_k$ log|d$f_k^{-1}$/dh|", fontsize=9)
     bar_text = ax_bar.text(0.98, 0.03, "", transform=ax_bar.transAxes, ha="right", va="bottom",
-                           fontsize=8.5, family="monospace",
+                           fontsize=7.5, family="monospace",
                            bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9))
     fig.tight_layout()
 
@@ -543,7 +548,10 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
                 bar.set_alpha(alpha)
         total_line.set_ydata([total, total])
         low, high = min(heights + [total, 0.0]), max(heights + [total, 0.0])
-        ax_bar.set_ylim(low - 0.25 * (high - low) - 0.6, high + 0.3 * (high - low) + 0.3)
+        # Limits in steps of 0.5: most moves of y keep the axis, so only the bars and the
+        # texts are redrawn (see Explorer's moving artists).
+        ax_bar.set_ylim(0.5 * math.floor((low - 0.25 * (high - low) - 0.6) / 0.5),
+                        0.5 * math.ceil((high + 0.3 * (high - low) + 0.3) / 0.5))
         probe_line.set_xdata([y, y])
         probe_dot.set_data([y], [math.exp(by_flow)])
         bar_text.set_text(f"log p_X(x)    = {base:8.4f}\n"
@@ -554,9 +562,10 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
 
     controls = {"K": k_slider, "y": y_slider}
     box = widgets.VBox([k_slider, y_slider, fig.canvas])
+    moving = [hist, curve, den_title, probe_line, probe_dot, bars, total_line, bar_text]
     return Explorer(box, fig, controls, update,
                     artists={"hist": hist, "curve": curve, "bars": bars, "total": total_line,
-                             "text": bar_text, "probe": probe_dot})
+                             "text": bar_text, "probe": probe_dot}, moving=moving)
 
 
 # ----------------------------------------------------------------------------------
@@ -567,7 +576,13 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
 @_single_threaded
 def lesson_figure():
     """Samples vs formula, the stretched strip, and the fold of a non-invertible map."""
-    fig, (ax_a, ax_b, ax_c) = make_figure(1, 3, figsize=(12, 3.6))
+    # Two rows, so it fits a laptop's notebook column: the four maps on top, wide.
+    fig, axes = make_figure(2, 2, figsize=(8.2, 6.4))
+    grid_spec = axes[0, 0].get_gridspec()
+    for ax in axes[0]:
+        ax.remove()
+    ax_a = fig.add_subplot(grid_spec[0, :])
+    ax_b, ax_c = axes[1]
 
     # (a) four maps, samples and formula
     x = _base_samples(20_000, 0)

@@ -209,7 +209,7 @@ def linear_map_explorer(matrix=((1.2, 0.5), (0.3, 0.9)), resolution: int = 140) 
     controls = {name: float_slider(label, float(v), -2.0, 2.0, 0.05)
                 for name, label, v in zip(names, labels, matrix.ravel())}
 
-    fig, (ax_z, ax_x) = make_figure(1, 2, figsize=(9.0, 4.6))
+    fig, (ax_z, ax_x) = make_figure(1, 2, figsize=(8.2, 4.2))
     latent = _LinearPanel(ax_z, resolution=resolution, show_text=False)
     latent.draw(np.eye(2))
     latent.area_label.set_text("1")
@@ -229,7 +229,10 @@ def linear_map_explorer(matrix=((1.2, 0.5), (0.3, 0.9)), resolution: int = 140) 
                "area_label": data.area_label, "arrows": data.arrows}
     widget = widgets.VBox([widgets.HBox([controls["a"], controls["b"]]),
                            widgets.HBox([controls["c"], controls["d"]]), fig.canvas])
-    return Explorer(widget, fig, controls, update, artists)
+    # The latent panel never changes: only the data panel's artists are drawn per frame.
+    moving = [data.image, data.grid_lines, data.parallelogram, data.arrows, data.area_label,
+              data.info, data.message]
+    return Explorer(widget, fig, controls, update, artists, moving=moving)
 
 
 # ----------------------------------------------------------------------------------
@@ -333,19 +336,20 @@ def jacobian_explorer(map_name: str = "radial", point=(0.8, 0.4), radius: float 
     def closed(points):  # repeat the first vertex so the curve is drawn closed
         return np.vstack([points, points[:1]])
 
-    fig, (ax_x, ax_z, ax_zoom) = make_figure(1, 3, figsize=(11.0, 4.3))
+    fig, (ax_x, ax_z, ax_zoom) = make_figure(1, 3, figsize=(8.2, 3.3))
     box = (-extent, extent, -extent, extent)
     heat = ax_x.imshow(np.zeros((resolution, resolution)), origin="lower", extent=box,
                        cmap="RdBu_r", vmin=-1, vmax=1, interpolation="bilinear")
     colorbar = fig.colorbar(heat, ax=ax_x, fraction=0.046, pad=0.03)
-    colorbar.set_label("log|det J_f(x)|  (red: stretches, blue: squeezes)", fontsize=8)
+    colorbar.set_label("log|det J_f(x)|", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
     _ = ax_x.plot(*_broken_line(grid).T, color="0.4", lw=0.5, alpha=0.5)
     circle_line, = ax_x.plot([], [], color="black", lw=1.8)
     point_marker, = ax_x.plot([], [], "o", color="black", ms=6)
     ax_x.set_xlim(-extent, extent)
     ax_x.set_ylim(-extent, extent)
     ax_x.set_aspect("equal")
-    ax_x.set_title("x: a circle of radius r around x0", fontsize=9)
+    ax_x.set_title("x: circle of radius r around x0\n(red stretches, blue squeezes)", fontsize=8.5)
 
     mapped_grid, = ax_z.plot([], [], color="0.4", lw=0.5, alpha=0.5)
     image_line, = ax_z.plot([], [], color="black", lw=1.8, label="f(circle)")
@@ -353,15 +357,17 @@ def jacobian_explorer(map_name: str = "radial", point=(0.8, 0.4), radius: float 
     image_point, = ax_z.plot([], [], "o", color="black", ms=5)
     ax_z.set_aspect("equal")
     ax_z.legend(loc="lower right", fontsize=7)
-    ax_z.set_title("z = f(x): image vs linearised image", fontsize=9)
+    ax_z.set_title("z = f(x): image vs\nlinearised image", fontsize=8.5)
 
     zoom_ref, = ax_zoom.plot(*closed(unit_circle).T, color="0.7", lw=1.0, label="unit circle")
     zoom_image, = ax_zoom.plot([], [], color="black", lw=1.8, label="(f(circle) - f(x0)) / r")
     zoom_linear, = ax_zoom.plot([], [], color="#d95f02", lw=1.6, ls="--", label="J u")
     ax_zoom.set_aspect("equal")
     ax_zoom.legend(loc="lower right", fontsize=7)
-    ax_zoom.set_title("zoom: (image - f(x0)) / r", fontsize=9)
-    readout = fig.text(0.5, 0.015, "", ha="center", va="bottom", family="monospace", fontsize=8.5)
+    ax_zoom.set_title("zoom:\n(image - f(x0)) / r", fontsize=8.5)
+    readout = fig.text(0.5, 0.015, "", ha="center", va="bottom", family="monospace", fontsize=7.5)
+    for ax in (ax_x, ax_z, ax_zoom):
+        ax.tick_params(labelsize=8)
     fig.tight_layout(rect=(0, 0.11, 1, 1))
 
     state = {"map": None, "hold": False, "dragging": False}
@@ -401,6 +407,9 @@ def jacobian_explorer(map_name: str = "radial", point=(0.8, 0.4), radius: float 
         zoom_image.set_data(*closed(zoom_true).T)
         zoom_linear.set_data(*closed(zoom_lin).T)
         reach = 1.15 * max(1.0, np.abs(zoom_true).max(), np.abs(zoom_lin).max())
+        # In steps of 0.5: the zoom's limits (and so its ticks) change only now and then,
+        # and between those changes a frame redraws only the curves.
+        reach = 0.5 * math.ceil(reach / 0.5)
         ax_zoom.set_xlim(-reach, reach)
         ax_zoom.set_ylim(-reach, reach)
         det = float(np.linalg.det(jac))
@@ -448,7 +457,10 @@ def jacobian_explorer(map_name: str = "radial", point=(0.8, 0.4), radius: float 
     widget = widgets.VBox([controls["map"],
                            widgets.HBox([controls["x0"], controls["y0"]]),
                            controls["radius"], fig.canvas])
-    return Explorer(widget, fig, controls, update, artists)
+    # The heat map, the grids and every axis stay put while a slider moves.
+    moving = [circle_line, point_marker, image_line, linear_line, image_point, zoom_image,
+              zoom_linear, readout]
+    return Explorer(widget, fig, controls, update, artists, moving=moving)
 
 
 # ----------------------------------------------------------------------------------
@@ -473,7 +485,8 @@ def _small_autoregressive_jacobian(dim: int = 6) -> np.ndarray:
 def lesson_figure() -> plt.Figure:
     """Four panels: a linear map's area, the log-det of a nonlinear map, its local
     linearisation, and the triangular Jacobian of an autoregressive map."""
-    fig, axes = make_figure(1, 4, figsize=(15.0, 3.9))
+    fig, axes = make_figure(2, 2, figsize=(8.2, 7.6))
+    axes = axes.ravel()
 
     panel = _LinearPanel(axes[0], resolution=120, show_text=False)
     panel.draw(np.array([[1.6, 0.7], [0.4, 1.3]]))
@@ -512,7 +525,7 @@ def lesson_figure() -> plt.Figure:
     axes[3].imshow(ar, cmap="RdBu_r", vmin=-m, vmax=m)
     for (i, j), value in np.ndenumerate(ar):
         axes[3].text(j, i, f"{value:.2f}" if value != 0 else "0", ha="center", va="center",
-                     fontsize=6.5, color="0.5" if value == 0 else "black")
+                     fontsize=7.5, color="0.5" if value == 0 else "black")
     axes[3].set_xticks(range(ar.shape[0]))
     axes[3].set_yticks(range(ar.shape[0]))
     axes[3].set_xlabel("input x_j")

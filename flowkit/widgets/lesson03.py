@@ -197,7 +197,7 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
         "layers": int_slider("couplings K", num_layers, 1, max_layers),
     }
 
-    fig, axes = make_figure(1, 3, figsize=(11.5, 4.3), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    fig, axes = make_figure(1, 3, figsize=(8.2, 3.7), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     latent_artists = scene.draw_density(axes[0], "latent $z \\sim \\mathcal{N}(0, I)$")
     base = {
         "density": identity.log_prob(scene.points).exp().reshape(scene.n, scene.n).numpy(),
@@ -218,8 +218,10 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
     ax_m.set_xlim(-_LIMIT, _LIMIT)
     ax_m.set_title("marginals of $p_X$", fontsize=10)
     ax_m.legend(loc="upper right", fontsize=8, frameon=False)
-    status = fig.text(0.01, 0.015, "", fontsize=8.5, va="bottom", ha="left", family="sans-serif")
-    fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.25, wspace=0.28)
+    status = fig.text(0.01, 0.015, "", fontsize=7.5, va="bottom", ha="left", family="sans-serif")
+    for ax in axes:
+        ax.tick_params(labelsize=8)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.27, wspace=0.3)
 
     @_single_threaded
     def update():
@@ -243,8 +245,9 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
         scene.fill_density(data_artists, result)
         marginal_1.set_ydata(result["marginal_1"])
         marginal_2.set_ydata(result["marginal_2"])
-        ax_m.set_ylim(0.0, 1.1 * max(float(result["marginal_1"].max()),
-                                     float(result["marginal_2"].max()), 0.4))
+        top = 1.1 * max(float(result["marginal_1"].max()), float(result["marginal_2"].max()), 0.4)
+        # In steps of 0.1, so that most moves keep the axis (and its ticks) as it was.
+        ax_m.set_ylim(0.0, 0.1 * math.ceil(top / 0.1))
         if k == 1:
             first = ("K = 1: the coupling keeps $x_1 = z_1$ (vertical lines stay put), so $p(x_1)$ "
                      "is still $\\mathcal{N}(0,1)$: one coupling cannot touch $x_1$.")
@@ -267,7 +270,9 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
     artists = {"latent": latent_artists, "density": data_artists[0],
                "vertical": data_artists[1], "horizontal": data_artists[2],
                "marginal_1": marginal_1, "marginal_2": marginal_2, "status": status}
-    explorer = Explorer(box, fig, controls, update, artists)
+    # The latent panel never changes; the marginals' y-limit changes now and then.
+    moving = [*data_artists, marginal_1, marginal_2, status]
+    explorer = Explorer(box, fig, controls, update, artists, moving=moving)
     explorer.conditioner = conditioner
     explorer.flows = flows
     return explorer
@@ -367,7 +372,11 @@ def jacobian_explorer(dim: int = 4, max_dim: int = 8, num_points: int = 10) -> E
         fig.canvas.draw_idle()
 
     box = widgets.VBox([controls["dim"], controls["mask"], controls["order"], controls["point"], fig.canvas])
-    return Explorer(box, fig, controls, update, {"image": image, "title": title, "texts": texts})
+    # The point slider changes only the matrix, its numbers and the title; a new dimension
+    # changes the axes' limits, which redraws everything.
+    moving = [image, texts, title]
+    return Explorer(box, fig, controls, update, {"image": image, "title": title, "texts": texts},
+                    moving=moving)
 
 
 # ----------------------------------------------------------------------------------
@@ -397,8 +406,8 @@ def lesson_figure():
     """One coupling, three couplings, a coupling's triangular Jacobian, and image masks."""
     scene = _CouplingScene()
     conditioner = ToyConditioner(a=0.6, b=1.5, c=0.15, d=0.0)
-    fig, axes = make_figure(1, 4, figsize=(15, 4.0),
-                            gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    fig, axes = make_figure(2, 2, figsize=(8.2, 7.8))
+    axes = axes.ravel()
     for ax, k in zip(axes[:2], (1, 3)):
         artists = scene.draw_density(ax, f"{k} coupling{'s' if k > 1 else ''}: "
                                          "$p_X$ and the carried grid")
@@ -438,5 +447,5 @@ def lesson_figure():
         inset.set_yticks([])
         inset.set_frame_on(False)
         inset.set_title(name, fontsize=8)
-    fig.subplots_adjust(left=0.04, right=0.99, top=0.88, bottom=0.13, wspace=0.3)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.95, bottom=0.07, wspace=0.3, hspace=0.3)
     return fig

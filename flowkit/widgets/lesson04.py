@@ -206,7 +206,7 @@ def training_scrubber(flow: Flow, history: History, x: torch.Tensor | None = Non
     density = [np.exp(lq) for lq in table.log_q]
     vmax = [float(np.nanmax(d)) if np.isfinite(d).any() else 1.0 for d in density]
 
-    fig, (ax_q, ax_s, ax_loss) = make_figure(1, 3, figsize=(11.5, 3.7))
+    fig, (ax_q, ax_s, ax_loss) = make_figure(1, 3, figsize=(8.2, 3.1))
     im = ax_q.imshow(density[-1], origin="lower", extent=EXTENT, cmap="viridis", aspect="auto")
     _style_moons_axis(ax_q, "learned density q(x)")
     if x is not None:
@@ -214,8 +214,8 @@ def training_scrubber(flow: Flow, history: History, x: torch.Tensor | None = Non
         ax_s.scatter(shown[:, 0], shown[:, 1], s=2, color="0.75", label="data")
     dots = ax_s.scatter(table.samples[-1][:, 0], table.samples[-1][:, 1], s=4, color="C1",
                         label="model samples")
-    _style_moons_axis(ax_s, "samples (same latent points every step)")
-    ax_s.legend(loc="lower left", fontsize=8, markerscale=3)
+    _style_moons_axis(ax_s, "samples (same latents\nat every step)")
+    ax_s.legend(loc="lower left", fontsize=7, markerscale=3)
 
     steps_axis = np.arange(1, len(history.loss) + 1)
     smooth = _smooth(history.loss)
@@ -234,10 +234,11 @@ def training_scrubber(flow: Flow, history: History, x: torch.Tensor | None = Non
     ax_loss.set_ylim(bottom - 0.15, top)
     ax_loss.set_xlim(0, max(table.steps[-1], 1))
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("NLL (nats per point)")
-    ax_loss.legend(fontsize=8, loc="upper right")
+    ax_loss.set_ylabel("NLL (nats/point)", fontsize=9)
+    ax_loss.legend(fontsize=7, loc="upper right")
     ax_loss.set_title("loss", fontsize=10)
-    caption = fig.suptitle("", fontsize=10)
+    ax_loss.tick_params(labelsize=8)
+    caption = fig.suptitle("", fontsize=9.5)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
 
     slider = _step_slider(table.steps)
@@ -266,8 +267,10 @@ def training_scrubber(flow: Flow, history: History, x: torch.Tensor | None = Non
         fig.canvas.draw_idle()
 
     box = widgets.VBox([slider, fig.canvas])
+    # The data behind the samples, the loss curves and the axes stay put.
     return Explorer(box, fig, {"step": slider}, update,
-                    {"density": im, "samples": dots, "marker": marker, "caption": caption})
+                    {"density": im, "samples": dots, "marker": marker, "caption": caption},
+                    moving=[im, dots, marker, caption])
 
 
 # ----------------------------------------------------------------------------------
@@ -323,7 +326,7 @@ def layer_explorer(flow: Flow, x: torch.Tensor, num_points: int = 800, seed: int
     sample_labels = moon_labels(torch.from_numpy(backward[-1]))
     boxes = [_box(forward[k], backward[K - k]) for k in range(K + 1)]
 
-    fig, (ax_f, ax_b) = make_figure(1, 2, figsize=(9.5, 4.2))
+    fig, (ax_f, ax_b) = make_figure(1, 2, figsize=(8.2, 3.9))
     theta = np.linspace(0, 2 * np.pi, 100)
     for ax in (ax_f, ax_b):
         for r in (1, 2):
@@ -402,14 +405,15 @@ def true_vs_learned(flow: Flow, history: History | None = None, noise: float = 0
         grid_kl.append(float(np.sum(c) * cell))
     vmax_p = float(p.max())
 
-    fig, (ax_p, ax_q, ax_c) = make_figure(1, 3, figsize=(11.5, 3.2))
+    fig, (ax_p, ax_q, ax_c) = make_figure(1, 3, figsize=(8.2, 2.7))
     im_p = ax_p.imshow(p, origin="lower", extent=EXTENT, cmap="viridis", aspect="auto")
     im_q = ax_q.imshow(np.exp(log_q[-1]), origin="lower", extent=EXTENT, cmap="viridis", aspect="auto")
     _style_moons_axis(ax_p, "true density p(x)")
     _style_moons_axis(ax_q, "learned density q(x)")
     im_c = ax_c.imshow(contributions[-1], origin="lower", extent=EXTENT, cmap="RdBu_r", aspect="auto")
     _style_moons_axis(ax_c, "p (log p - log q): integrates to KL")
-    caption = fig.suptitle("", fontsize=10)
+    ax_c.set_title(ax_c.get_title(), fontsize=9)
+    caption = fig.suptitle("", fontsize=9.5)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
 
     controls: dict[str, widgets.Widget] = {}
@@ -458,8 +462,10 @@ def true_vs_learned(flow: Flow, history: History | None = None, noise: float = 0
         fig.canvas.draw_idle()
 
     box = widgets.VBox([*controls.values(), fig.canvas])
+    # The step slider changes the images and the caption; the scale toggle redraws all.
     return Explorer(box, fig, controls, update,
-                    {"true": im_p, "learned": im_q, "contribution": im_c, "caption": caption})
+                    {"true": im_p, "learned": im_q, "contribution": im_c, "caption": caption},
+                    moving=[im_p, im_q, im_c, caption])
 
 
 # ----------------------------------------------------------------------------------
@@ -472,8 +478,8 @@ def lesson_figure(steps: int = 1200, hidden: int = 64):
     flow, history, x = train_moons_flow(steps=steps, hidden=hidden, snapshot_every=None)
     entropy = data.two_moons_entropy(0.1, n=5000)
     with plt.ioff():
-        fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    ax_x, ax_q, ax_s, ax_l = axes
+        fig, axes = plt.subplots(2, 2, figsize=(8.2, 5.6))
+    ax_x, ax_q, ax_s, ax_l = axes.ravel()
     shown = x[:2000].numpy()
     ax_x.scatter(shown[:, 0], shown[:, 1], s=2, c=moon_labels(x[:2000]), cmap=_MOON_CMAP)
     _style_moons_axis(ax_x, "two moons (training data)")

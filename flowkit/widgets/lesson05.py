@@ -120,7 +120,7 @@ def dequantization_explorer(pixels: torch.Tensor | None = None, seed: int = 0) -
         return (m + np.log(np.exp(terms - m).sum(axis=1, keepdims=True)))[:, 0]
 
     log_sigma = float_slider("log10 sigma", -0.5, -3.0, 0.5, step=0.05)
-    fig, (ax_density, ax_ll) = make_figure(1, 2, figsize=(9.5, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax_density, ax_ll) = make_figure(1, 2, figsize=(8.2, 3.3), gridspec_kw={"width_ratios": [1.5, 1]})
     ax_density.bar(centres, freqs, width=1.0, align="edge", color="#c6dbef", edgecolor="#6baed6",
                    label="dequantized data (histogram)")
     curve, = ax_density.plot(xs, np.zeros_like(xs), color="#d62728", lw=1.2, label="model p(x)")
@@ -146,7 +146,8 @@ def dequantization_explorer(pixels: torch.Tensor | None = None, seed: int = 0) -
     ax_ll.set_ylabel("mean log-likelihood (nats/pixel)")
     ax_ll.legend(fontsize=7, loc="lower left")
     marker = ax_ll.axvline(0.0, color="0.4", lw=1)
-    readout = ax_ll.set_title("", fontsize=9)
+    # A placeholder of the readout's shape, so the layout leaves room for it.
+    readout = ax_ll.set_title("integers: +0.00   dequantized: +0.00\nbound: +0.00", fontsize=8)
     fig.tight_layout()
 
     def update():
@@ -157,13 +158,14 @@ def dequantization_explorer(pixels: torch.Tensor | None = None, seed: int = 0) -
         peak_text.set_text(f"sigma = {sigmas[i]:.3g}\npeak density {peak:.3g}"
                            + (" (clipped)" if peak > 0.99 else ""))
         marker.set_xdata([log_sigmas[i], log_sigmas[i]])
-        readout.set_text(f"integers: {ll_integer[i]:+.2f}   dequantized: {ll_dequant[i]:+.2f}   "
+        readout.set_text(f"integers: {ll_integer[i]:+.2f}   dequantized: {ll_dequant[i]:+.2f}\n"
                          f"bound: {bound:+.2f}")
         fig.canvas.draw_idle()
 
     box = widgets.VBox([log_sigma, fig.canvas])
     return Explorer(box, fig, {"log_sigma": log_sigma}, update,
-                    artists={"curve": curve, "readout": readout, "marker": marker})
+                    artists={"curve": curve, "readout": readout, "marker": marker},
+                    moving=[curve, peak_text, marker, readout])
 
 
 # ----------------------------------------------------------------------------------
@@ -200,7 +202,8 @@ def temperature_explorer(flow, n: int = 16, seed: int = 0,
         fig.canvas.draw_idle()
 
     box = widgets.VBox([temperature, fig.canvas])
-    return Explorer(box, fig, {"temperature": temperature}, update, artists={"image": image, "title": title})
+    return Explorer(box, fig, {"temperature": temperature}, update, artists={"image": image, "title": title},
+                    moving=[image, title])
 
 
 # ----------------------------------------------------------------------------------
@@ -232,7 +235,8 @@ def interpolation_explorer(flow, images: torch.Tensor, pairs=((0, 1), (2, 3), (4
 
     t_slider = float_slider("t (A -> B)", 0.5, 0.0, 1.0, step=float(ts[1] - ts[0]))
     pair = int_slider("pair", 0, 0, len(pairs) - 1)
-    fig, axes = make_figure(1, 4, figsize=(8.5, 2.8))
+    # One row on purpose: A, the two mixes, B read left to right; 820 px wide.
+    fig, axes = make_figure(1, 4, figsize=(8.2, 2.7))
     artists = {}
     for ax, key, label in zip(axes, ["a", "latent", "pixel", "b"],
                               ["digit A", "latent mix\n", "pixel mix\n", "digit B"]):
@@ -253,7 +257,8 @@ def interpolation_explorer(flow, images: torch.Tensor, pairs=((0, 1), (2, 3), (4
         fig.canvas.draw_idle()
 
     box = widgets.VBox([t_slider, pair, fig.canvas])
-    return Explorer(box, fig, {"t": t_slider, "pair": pair}, update, artists=artists)
+    return Explorer(box, fig, {"t": t_slider, "pair": pair}, update, artists=artists,
+                    moving=[*artists.values(), latent_title, pixel_title])
 
 
 # ----------------------------------------------------------------------------------
@@ -290,7 +295,7 @@ def scale_explorer(flow, images: torch.Tensor, variants: int = 7, seed: int = 0,
     digit = int_slider("digit", 0, 0, len(images) - 1)
     which = widgets.ToggleButtons(options=list(masks), value="fine details", description="resample")
     temperature = float_slider("temperature T", 1.0, float(temperatures.min()), float(temperatures.max()), 0.1)
-    fig, (ax_orig, ax_var) = make_figure(1, 2, figsize=(8.5, 2.2), gridspec_kw={"width_ratios": [1, variants]})
+    fig, (ax_orig, ax_var) = make_figure(1, 2, figsize=(8.2, 2.2), gridspec_kw={"width_ratios": [1, variants]})
     original = show_digits(ax_orig, originals[0], cols=1, title="original")
     variant_image = show_digits(ax_var, decoded[0, 0, 0], cols=variants)
     title = ax_var.title
@@ -309,7 +314,8 @@ def scale_explorer(flow, images: torch.Tensor, variants: int = 7, seed: int = 0,
 
     box = widgets.VBox([digit, which, temperature, fig.canvas])
     return Explorer(box, fig, {"digit": digit, "resample": which, "temperature": temperature}, update,
-                    artists={"original": original, "variants": variant_image, "title": title})
+                    artists={"original": original, "variants": variant_image, "title": title},
+                    moving=[original, variant_image, title])
 
 
 # ----------------------------------------------------------------------------------
@@ -336,7 +342,7 @@ def lesson_figure():
             zk[:, fine] = noise[:, fine]
             rows.append(np.concatenate([test[k:k + 1, 0].float().numpy() + 0.5, _decode(flow, zk)]))
     with plt.ioff():
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.25]})
+        fig, axes = plt.subplots(1, 3, figsize=(8.2, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.25]})
     show_digits(axes[0], test[:16], cols=4, title="test digits")
     show_digits(axes[1], samples, cols=4, title="samples, T = 0.8")
     show_digits(axes[2], np.concatenate(rows), cols=5, title="original | fine latents resampled")

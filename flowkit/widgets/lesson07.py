@@ -247,7 +247,10 @@ def threshold_explorer(normal_scores, anomaly_scores: Mapping[str, object], norm
     return Explorer(widgets.VBox([widgets.HBox([threshold, kind]), fig.canvas]), fig, controls,
                     update, {"threshold_line": threshold_line, "roc_point": roc_point,
                              "roc_line": roc_line, "frames": frames, "readout": readout,
-                             "montage": montage_image, "anomaly_bars": anomaly_bars})
+                             "montage": montage_image, "anomaly_bars": anomaly_bars},
+                    # The threshold moves only these; histograms, ROC curve and digits are a
+                    # background drawn once (a new anomaly kind redraws everything).
+                    moving=[threshold_line, roc_point, frames, readout])
 
 
 

@@ -9,9 +9,13 @@ gives a small API a test can read like a learner's session:
     page.run_all()                      # "Run All Cells", then wait for an idle kernel
     page.problems()                     # tracebacks, error outputs, widget errors, JS errors
     slider = page.first_slider()        # the first slider that sits beside an ipympl figure
+    page.sliders(visible_only=True)     # every slider a learner can reach now
     slider.press("ArrowRight")          # keyboard; returns the canvas signature after
     slider.drag(40)                     # mouse drag of the handle by 40 px
-    slider.latency(presses=10)          # ms from key press to the changed figure
+    measure_latency({"a": s1, "b": s2}) # ms from key press to the changed figure, interleaved
+    page.figure_widths()                # every figure's width against the notebook column
+
+Pages open at 1,280 x 800 (a laptop) with the file browser open, as a learner sees them.
 
 Playwright is imported lazily, so collecting the test files needs no browser.
 """
@@ -382,6 +386,7 @@ SLIDERS_JS = r"""
       canvas = area && area.querySelector('.jupyter-matplotlib-canvas-div canvas');
     }
     if (!canvas) return;
+    const visible = handle.offsetParent !== null;  // a hidden group (another map chosen)
     handle.dataset.fkSlider = String(index);
     if (canvas.dataset.fkCanvas === undefined) {  // one figure may serve several sliders
       window.__fkCanvasCount = (window.__fkCanvasCount || 0) + 1;
@@ -389,10 +394,54 @@ SLIDERS_JS = r"""
     }
     const slider = handle.closest('.widget-slider');
     const label = slider && slider.querySelector('.widget-label');
-    found.push({index, canvas: canvas.dataset.fkCanvas,
+    found.push({index, canvas: canvas.dataset.fkCanvas, visible,
                 label: label ? label.textContent.trim() : ''});
   });
   return found;
+}
+"""
+
+
+# Every figure in the notebook's outputs (ipympl canvases and images), with the width
+# the output column offers it. A canvas wider than that is cut off (it scrolls); an image
+# wider than that is shrunk by JupyterLab, labels and all.
+FIGURE_WIDTHS_JS = r"""
+() => {
+  const panel = window.__fkPanel, found = [];
+  const notebook = panel.content.node.getBoundingClientRect();
+  const cells = [...panel.content.node.querySelectorAll('.jp-Cell')];
+  cells.forEach((cell, index) => {
+    for (const area of cell.querySelectorAll('.jp-OutputArea-output')) {
+      const available = area.clientWidth;
+      const areaRight = area.getBoundingClientRect().left + available;
+      const right = Math.min(areaRight, notebook.right);
+      for (const canvas of area.querySelectorAll('.jupyter-matplotlib-canvas-div canvas')) {
+        const r = canvas.getBoundingClientRect();
+        if (!r.width) continue;
+        found.push({kind: 'canvas', cell: index, width: Math.round(r.width),
+                    available: Math.round(Math.min(available, notebook.width)),
+                    cut: r.right > right + 1});
+        break;  // ipympl stacks a second canvas (the rubber band) on top of the first
+      }
+      for (const img of area.querySelectorAll('img')) {
+        if (!img.naturalWidth) continue;
+        const r = img.getBoundingClientRect();
+        found.push({kind: 'image', cell: index, width: img.naturalWidth,
+                    available: Math.round(Math.min(available, notebook.width)),
+                    cut: img.naturalWidth > available + 1 || r.right > right + 1});
+      }
+    }
+  });
+  return found;
+}
+"""
+
+OPEN_FILE_BROWSER_JS = r"""
+async () => {
+  const app = window.jupyterapp;
+  await app.commands.execute('filebrowser:activate');
+  if (app.shell.leftCollapsed) app.shell.expandLeft();
+  return !app.shell.leftCollapsed;
 }
 """
 
@@ -403,6 +452,7 @@ class Slider:
     index: int
     canvas_id: str
     label: str
+    visible: bool = True
 
     @property
     def handle(self):
@@ -420,11 +470,15 @@ class Slider:
             " return r ? r.textContent.trim() : h.getAttribute('aria-valuetext'); }")
 
     def is_at_max(self) -> bool:
-        now, top = (self.handle.get_attribute(a) for a in ("aria-valuetext", "aria-valuemax"))
-        try:
-            return float(now) >= float(top) - 1e-9
-        except (TypeError, ValueError):
-            return False
+        # aria-valuenow is a number for every slider (a SelectionSlider's is its index);
+        # aria-valuetext may be a label.
+        top = self.handle.get_attribute("aria-valuemax")
+        for attribute in ("aria-valuenow", "aria-valuetext"):
+            try:
+                return float(self.handle.get_attribute(attribute)) >= float(top) - 1e-9
+            except (TypeError, ValueError):
+                continue
+        return False
 
     def scroll_to_explorer(self) -> None:
         """Scroll so the widget holding this slider starts at the top of the notebook view."""
@@ -490,7 +544,7 @@ class Slider:
         page.mouse.up()
         return before, self._wait_for_change(before, timeout_ms)
 
-    def timed_press(self, key: str, timeout_ms: float = 30000) -> float | None:
+    def timed_press(self, key: str, timeout_ms: float = 20000) -> float | None:
         """Press ``key`` on the focused handle; ms from the key press to the first draw
         that changed the figure (read from the draw log, so polling costs nothing)."""
         page = self.page.page
@@ -517,12 +571,17 @@ class Slider:
 
 def measure_latency(sliders: dict[str, Slider], presses: int = 10) -> dict[str, list[float]]:
     """Key-press-to-figure latency of several sliders, interleaved press by press so that
-    load on the machine hits them all alike. Returns ms per press for each name."""
+    load on the machine hits them all alike. Returns ms per press for each name; a press
+    that never changed the figure raises ``TimeoutError`` naming the slider."""
     keys = {name: slider.latency_keys() for name, slider in sliders.items()}
     times: dict[str, list[float]] = {name: [] for name in sliders}
     for i in range(presses):
         for name, slider in sliders.items():
-            times[name].append(slider.timed_press(keys[name][i % 2]))
+            try:
+                times[name].append(slider.timed_press(keys[name][i % 2]))
+            except Exception as err:  # noqa: BLE001 - Playwright's timeout, reported by name
+                raise TimeoutError(f"slider {slider.label!r}: {keys[name][i % 2]} did not change "
+                                   f"the figure ({type(err).__name__})") from err
     return times
 
 
@@ -535,7 +594,8 @@ class LessonPage:
     run_seconds: float = 0.0
 
     @classmethod
-    def open(cls, context, lab: LabServer, name: str, viewport=(1400, 1000)) -> "LessonPage":
+    def open(cls, context, lab: LabServer, name: str, viewport=(1280, 800),
+             file_browser: bool = True) -> "LessonPage":
         page = context.new_page()
         page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
         self = cls(page, name)
@@ -549,6 +609,8 @@ class LessonPage:
         page.goto(lab.url(f"lab/workspaces/{workspace}/tree/{name}"),
                   wait_until="domcontentloaded", timeout=90000)
         page.evaluate(FIND_PANEL_JS, name)
+        if file_browser:
+            page.evaluate(OPEN_FILE_BROWSER_JS)
         self.wait_idle(timeout_s=120)
         return self
 
@@ -576,17 +638,22 @@ class LessonPage:
         found += [f"JavaScript error: {e}" for e in self.page_errors]
         return found
 
-    def sliders(self) -> list[Slider]:
+    def sliders(self, visible_only: bool = False) -> list[Slider]:
         # Rendering of widgets is asynchronous: give them a moment to appear.
         for _ in range(50):
             found = self.page.evaluate(SLIDERS_JS)
             if found:
                 break
             self.page.wait_for_timeout(200)
-        return [Slider(self, s["index"], s["canvas"], s["label"]) for s in found]
+        sliders = [Slider(self, s["index"], s["canvas"], s["label"], s["visible"]) for s in found]
+        return [s for s in sliders if s.visible] if visible_only else sliders
+
+    def figure_widths(self) -> list[dict]:
+        """Every figure in the outputs: kind, cell, width, the column's width, cut off?"""
+        return list(self.page.evaluate(FIGURE_WIDTHS_JS))
 
     def first_slider(self) -> Slider:
-        sliders = self.sliders()
+        sliders = self.sliders(visible_only=True)
         if not sliders:
             raise AssertionError(f"{self.name}: no slider beside an ipympl figure was found")
         return sliders[0]
