@@ -476,7 +476,7 @@ def true_vs_learned(flow: Flow, history: History | None = None, noise: float = 0
 def lesson_figure(steps: int = 1200, hidden: int = 64):
     """Data, learned density, samples and the loss against the entropy floor."""
     flow, history, x = train_moons_flow(steps=steps, hidden=hidden, snapshot_every=None)
-    entropy = data.two_moons_entropy(0.1, n=5000)
+    entropy = data.two_moons_entropy_estimate(0.1)[0]
     with plt.ioff():
         fig, axes = plt.subplots(2, 2, figsize=(8.2, 5.6))
     ax_x, ax_q, ax_s, ax_l = axes.ravel()
