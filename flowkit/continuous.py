@@ -33,7 +33,7 @@ from ._checks import as_event_shape, check_count, check_positive, check_tensor
 from .flow import Flow, StandardNormal
 from .ode import (DIVERGENCES, SOLVERS, _check_field_output, _check_solver, _check_steps,
                   _time_column, exact_divergence, hutchinson_divergence, odeint)
-from .train import History, _optimize
+from .train import History, _batches, _optimize, _resolve_device
 
 __all__ = ["ContinuousFlow", "VelocityMLP", "fit_flow_matching", "odeint", "SOLVERS",
            "DIVERGENCES", "exact_divergence", "hutchinson_divergence"]
@@ -306,38 +306,14 @@ def fit_flow_matching(
     lr = check_positive(lr, "lr")
     if ema is not None and not (isinstance(ema, (int, float)) and 0 < ema < 1):
         raise ValueError(f"ema must be a decay rate strictly between 0 and 1 (e.g. 0.999), or None; got {ema!r}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'")
+    device = _resolve_device(device)
 
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
-    if isinstance(data, Tensor):
-        if preprocess is None:
-            check_tensor(data, "data", flow.event_shape)
-        elif data.dim() < 1 or tuple(data.shape[1:]) != tuple(flow.event_shape):
-            raise ValueError(f"data has shape {tuple(data.shape)}, expected "
-                             f"(N, {', '.join(map(str, flow.event_shape))})")
-        if data.shape[0] == 0:
-            raise ValueError("data is empty")
-        n = data.shape[0]
-        order, cursor = torch.randperm(n, generator=generator), 0
-
-        def next_batch() -> Tensor:
-            nonlocal order, cursor
-            if cursor + batch_size > n:
-                order, cursor = torch.randperm(n, generator=generator), 0
-            idx = order[cursor:cursor + min(batch_size, n)]
-            cursor += batch_size
-            return data[idx]
-    elif callable(data):
-        def next_batch() -> Tensor:
-            return data(batch_size, generator)
-    else:
-        raise TypeError("data must be a tensor of samples or a function (batch_size, generator) -> batch")
+    next_batch = _batches(flow, data, None, batch_size, preprocess, generator)
 
     def step_loss(step: int) -> Tensor:
-        batch = next_batch()
+        batch, _ = next_batch()
         if preprocess is not None:
             batch = preprocess(batch)
         loss = flow_matching_loss(flow, batch.to(device), generator)
