@@ -24,7 +24,6 @@ vector :math:`\epsilon` per sample, held fixed along the path.
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Sequence
 
 import torch
@@ -34,7 +33,7 @@ from ._checks import as_event_shape, check_count, check_positive, check_tensor
 from .flow import Flow, StandardNormal
 from .ode import (DIVERGENCES, SOLVERS, _check_field_output, _check_solver, _check_steps,
                   _time_column, exact_divergence, hutchinson_divergence, odeint)
-from .train import History
+from .train import History, _batches, _optimize, _resolve_device
 
 __all__ = ["ContinuousFlow", "VelocityMLP", "fit_flow_matching", "odeint", "SOLVERS",
            "DIVERGENCES", "exact_divergence", "hutchinson_divergence"]
@@ -307,80 +306,38 @@ def fit_flow_matching(
     lr = check_positive(lr, "lr")
     if ema is not None and not (isinstance(ema, (int, float)) and 0 < ema < 1):
         raise ValueError(f"ema must be a decay rate strictly between 0 and 1 (e.g. 0.999), or None; got {ema!r}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA GPU is available; use device='cpu'")
+    device = _resolve_device(device)
 
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
-    if isinstance(data, Tensor):
-        if preprocess is None:
-            check_tensor(data, "data", flow.event_shape)
-        elif data.dim() < 1 or tuple(data.shape[1:]) != tuple(flow.event_shape):
-            raise ValueError(f"data has shape {tuple(data.shape)}, expected "
-                             f"(N, {', '.join(map(str, flow.event_shape))})")
-        if data.shape[0] == 0:
-            raise ValueError("data is empty")
-        n = data.shape[0]
-        order, cursor = torch.randperm(n, generator=generator), 0
+    next_batch = _batches(flow, data, None, batch_size, preprocess, generator)
 
-        def next_batch() -> Tensor:
-            nonlocal order, cursor
-            if cursor + batch_size > n:
-                order, cursor = torch.randperm(n, generator=generator), 0
-            idx = order[cursor:cursor + min(batch_size, n)]
-            cursor += batch_size
-            return data[idx]
-    elif callable(data):
-        def next_batch() -> Tensor:
-            return data(batch_size, generator)
-    else:
-        raise TypeError("data must be a tensor of samples or a function (batch_size, generator) -> batch")
+    def step_loss(step: int) -> Tensor:
+        batch, _ = next_batch()
+        if preprocess is not None:
+            batch = preprocess(batch)
+        loss = flow_matching_loss(flow, batch.to(device), generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the flow-matching loss became {loss.item()} at step "
+                                     f"{step}; lower lr (now {lr:g}) or tighten clip_grad")
+        return loss
 
-    flow.to(device)
-    flow.train()
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-                 if cosine_schedule else None)
-    history = History()
+    # Unlike fit's ema, the average starts from the initial weights and replaces them at the end.
+    flow.to(device)  # so the average lives beside the weights
     averaged = [p.detach().clone() for p in params] if ema is not None else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="flow matching", leave=True)
-    start = time.perf_counter()
-    try:
-        for step in range(1, steps + 1):
-            batch = next_batch()
-            if preprocess is not None:
-                batch = preprocess(batch)
-            loss = flow_matching_loss(flow, batch.to(device), generator)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the flow-matching loss became {loss.item()} at step "
-                                         f"{step}; lower lr (now {lr:g}) or tighten clip_grad")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if averaged is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(averaged, [p.detach() for p in params], 1 - ema)
-            history.loss.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-                if step % 25 == 0 or step == steps:
-                    window = history.loss[-25:]
-                    bar.set_postfix(loss=f"{sum(window) / len(window):.3f}")
-    finally:
-        if bar is not None:
-            bar.close()
-        if averaged is not None:
-            with torch.no_grad():
-                for p, avg in zip(params, averaged):
-                    p.copy_(avg)
-        flow.eval()
-        history.seconds = time.perf_counter() - start
-    return history
+
+    def update_average() -> None:
+        with torch.no_grad():
+            torch._foreach_lerp_(averaged, [p.detach() for p in params], 1 - ema)
+
+    def use_average() -> None:
+        with torch.no_grad():
+            for p, avg in zip(params, averaged):
+                p.copy_(avg)
+
+    return _optimize(flow, step_loss, steps, lr, device=device, progress=progress,
+                     desc="flow matching", postfix="loss", params=params,
+                     weight_decay=weight_decay, clip_grad=clip_grad,
+                     cosine_schedule=cosine_schedule,
+                     after_update=update_average if averaged is not None else None,
+                     on_exit=use_average if averaged is not None else None)

@@ -242,9 +242,60 @@ def fit(
     torch.manual_seed(int(seed))
     next_batch = _batches(flow, data, context, batch_size, preprocess, generator)
 
+    def step_loss(step: int) -> Tensor:
+        batch, batch_context = next_batch()
+        if preprocess is not None:
+            batch = preprocess(batch)
+        batch = batch.to(device)
+        if batch_context is not None:
+            batch_context = batch_context.to(device)
+        loss = -flow.log_prob(batch, batch_context).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteError(
+                f"the loss became {loss.item()} at step {step}; lower lr (now {lr:g}) "
+                "or tighten clip_grad"
+            )
+        return loss
+
+    def after_step(step: int, history: History) -> bool | None:
+        if val_data is not None and (step % val_every == 0 or step == steps):
+            flow.eval()
+            history.val_loss.append((step, mean_nll(flow, val_data, preprocess=preprocess,
+                                                    context=val_context)))
+            flow.train()
+        return callback is not None and callback(step, flow, history, history.loss[-1])
+
+    return _optimize(flow, step_loss, steps, lr, device=device, progress=progress,
+                     desc="training", postfix="nll", weight_decay=weight_decay,
+                     clip_grad=clip_grad, cosine_schedule=cosine_schedule, lr_schedule=lr_schedule,
+                     ema=ema, snapshot_every=snapshot_every, after_step=after_step)
+
+
+def _optimize(flow: Flow, step_loss: Callable[[int], Tensor], steps: int, lr: float, *,
+              device: torch.device, progress: bool, desc: str, postfix: str,
+              params: list | None = None,
+              weight_decay: float = 0.0, clip_grad: float | None = None,
+              cosine_schedule: bool = False, lr_schedule: Callable[[int], float] | None = None,
+              ema: float | None = None, snapshot_every: int | None = None,
+              after_update: Callable[[], None] | None = None,
+              after_step: Callable[[int, History], bool | None] | None = None,
+              on_exit: Callable[[], None] | None = None) -> History:
+    """The Adam loop shared by :func:`fit`, :func:`~flowkit.fit_vi` and
+    :func:`~flowkit.fit_flow_matching`; returns the :class:`History`.
+
+    ``step_loss(step)`` (step from 1) returns the batch's scalar loss and raises its own
+    error when that loss is not finite. Each step then backpropagates, clips the gradient
+    norm of ``params`` (all the flow's parameters by default) to ``clip_grad``, steps Adam
+    and the schedule, and calls ``after_update()``. ``ema`` keeps ``history.averaged``
+    (from the weights after step 1). ``after_step(step, history)`` runs after the loss and
+    any snapshot are recorded; returning True stops. ``on_exit()`` runs however the loop
+    ends, before the flow is put in eval mode. The bar shows ``desc`` and the mean of the
+    last 25 losses as ``postfix`` when ``progress``.
+    """
     flow.to(device)
     flow.train()
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(flow.parameters()) if params is None else params
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if cosine_schedule:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     elif lr_schedule is not None:
@@ -260,50 +311,38 @@ def fit(
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="training", leave=True)
+        bar = tqdm(total=steps, desc=desc, leave=True)
     start = time.perf_counter()
     try:
         for step in range(1, steps + 1):
-            batch, batch_context = next_batch()
-            if preprocess is not None:
-                batch = preprocess(batch)
-            batch = batch.to(device)
-            if batch_context is not None:
-                batch_context = batch_context.to(device)
-            loss = -flow.log_prob(batch, batch_context).mean()
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"the loss became {loss.item()} at step {step}; lower lr (now {lr:g}) "
-                    "or tighten clip_grad"
-                )
+            loss = step_loss(step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_grad)
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             if history.averaged is not None:
                 _update_average(history.averaged, flow, float(ema), first=step == 1)
+            if after_update is not None:
+                after_update()
             history.loss.append(loss.item())
             if snapshot_every and (step % snapshot_every == 0 or step == steps):
                 if history.snapshots[-1][0] != step:
                     history.snapshots.append((step, _state_copy(flow)))
-            if val_data is not None and (step % val_every == 0 or step == steps):
-                flow.eval()
-                history.val_loss.append((step, mean_nll(flow, val_data, preprocess=preprocess,
-                                                        context=val_context)))
-                flow.train()
             if bar is not None:
                 bar.update(1)
                 if step % 25 == 0 or step == steps:
                     window = history.loss[-25:]
-                    bar.set_postfix(nll=f"{sum(window) / len(window):.3f}")
-            if callback is not None and callback(step, flow, history, history.loss[-1]):
+                    bar.set_postfix(**{postfix: f"{sum(window) / len(window):.3f}"})
+            if after_step is not None and after_step(step, history):
                 break
     finally:
         if bar is not None:
             bar.close()
+        if on_exit is not None:
+            on_exit()
         flow.eval()
         if history.averaged is not None:
             history.averaged.eval()

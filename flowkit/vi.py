@@ -22,7 +22,6 @@ expectations under :math:`p`, and the effective sample size, which says how far 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +30,7 @@ from torch import Tensor
 
 from ._checks import check_count, check_positive
 from .flow import Flow
-from .train import History
+from .train import History, _optimize
 
 __all__ = ["fit_vi", "sample_with_log_prob", "importance", "ImportanceResult",
            "reverse_kl", "elbo"]
@@ -128,55 +127,24 @@ def fit_vi(
 
     generator = torch.Generator(device=device).manual_seed(int(seed))
     torch.manual_seed(int(seed))
-    flow.to(device)
-    flow.train()
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-                 if cosine_schedule else None)
-    history = History()
-    if snapshot_every:
-        history.snapshots.append((0, _state_copy(flow)))
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="fitting (reverse KL)", leave=True)
-    start = time.perf_counter()
-    try:
-        for step in range(1, steps + 1):
-            x, log_q = sample_with_log_prob(flow, batch_size, generator=generator)
-            log_p = _evaluate_target(log_target, x)
-            loss = (log_q - log_p).mean()
-            if not torch.isfinite(loss):
-                bad = int((~torch.isfinite(log_p)).sum())
-                where = (f"log_target gave {bad} non-finite value(s) on the flow's samples"
-                         if bad else "the flow's log-density or samples overflowed")
-                raise FloatingPointError(
-                    f"the reverse-KL loss became {loss.item()} at step {step}: {where}; "
-                    f"lower lr (now {lr:g}), tighten clip_grad, or make log_target finite "
-                    "everywhere (a large negative number instead of -inf)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_grad)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            history.loss.append(loss.item())
-            if snapshot_every and (step % snapshot_every == 0 or step == steps):
-                if history.snapshots[-1][0] != step:
-                    history.snapshots.append((step, _state_copy(flow)))
-            if bar is not None:
-                bar.update(1)
-                if step % 25 == 0 or step == steps:
-                    window = history.loss[-25:]
-                    bar.set_postfix(neg_elbo=f"{sum(window) / len(window):.3f}")
-    finally:
-        if bar is not None:
-            bar.close()
-        flow.eval()
-        history.seconds = time.perf_counter() - start
-    return history
+    def step_loss(step: int) -> Tensor:
+        x, log_q = sample_with_log_prob(flow, batch_size, generator=generator)
+        log_p = _evaluate_target(log_target, x)
+        loss = (log_q - log_p).mean()
+        if not torch.isfinite(loss):
+            bad = int((~torch.isfinite(log_p)).sum())
+            where = (f"log_target gave {bad} non-finite value(s) on the flow's samples"
+                     if bad else "the flow's log-density or samples overflowed")
+            raise FloatingPointError(
+                f"the reverse-KL loss became {loss.item()} at step {step}: {where}; "
+                f"lower lr (now {lr:g}), tighten clip_grad, or make log_target finite "
+                "everywhere (a large negative number instead of -inf)")
+        return loss
+
+    return _optimize(flow, step_loss, steps, lr, device=device, progress=progress,
+                     desc="fitting (reverse KL)", postfix="neg_elbo", clip_grad=clip_grad,
+                     cosine_schedule=cosine_schedule, snapshot_every=snapshot_every)
 
 
 @dataclass
