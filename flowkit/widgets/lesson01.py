@@ -149,6 +149,31 @@ def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
+def _held_range(view: tuple[float, float] | None, lo: float, hi: float,
+                bounds=(-math.inf, math.inf)) -> tuple[float, float]:
+    """Axis limits that show ``[lo, hi]``, kept from ``view`` while they still fit.
+
+    A change of limits redraws the whole figure (ticks, labels, both panels), several
+    times the cost of a frame that redraws only the curves. So the view stays put while
+    the data stay inside it and fill at least 40% of it; otherwise it jumps, with a
+    margin of a quarter of the data's width on each side (within ``bounds``), so that a
+    slider dragged on moves a while before the next jump.
+    """
+    if view is not None:
+        width = view[1] - view[0]
+        if view[0] <= lo and hi <= view[1] and hi - lo >= 0.4 * width:
+            return view
+    margin = 0.25 * (hi - lo)
+    return max(lo - margin, bounds[0]), min(hi + margin, bounds[1])
+
+
+def _held_top(top: float | None, peak: float) -> float:
+    """A y limit above ``peak`` (with room for the legend), kept while it still fits."""
+    if top is not None and 1.25 * peak <= top <= 2.5 * peak:
+        return top
+    return 1.6 * max(peak, 1e-12)
+
+
 def _base_samples(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -204,16 +229,20 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
     ax_den.set_xlabel("y")
     ax_den.set_ylabel(r"$p_Y(y)$")
     ax_den.legend(loc="upper left", fontsize=7.5, frameon=False)
-    # Below the legend: the density's top sits at 1/1.3 of the height, the legend above it.
+    # Below the legend: the density's peak stays under 1/1.25 of the height (_held_top).
     mass_text = ax_den.text(0.98, 0.83, "", transform=ax_den.transAxes, ha="right", va="top",
                             fontsize=8.5, family="monospace")
     message = ax_den.text(0.5, 0.5, "", transform=ax_den.transAxes, ha="center", va="center",
                           wrap=True, fontsize=10, color="darkred",
                           bbox=dict(facecolor="white", edgecolor="darkred", boxstyle="round"))
     fig.tight_layout()
+    # The axis limits, held while the curves fit (see _held_range); a new map starts afresh.
+    view = {"map": None, "x": None, "top": None}
 
     def update():  # Explorer runs it on one torch thread
         name = chooser.value
+        if view["map"] != name:
+            view.update(map=name, x=None, top=None)
         for group_name, box in groups.items():
             box.layout.display = None if group_name == name else "none"
         p, q = (sliders[key].value for key, *_ in MAPS[name]["params"])
@@ -226,6 +255,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
             level = _collapsed_value(name, p, q)
             map_line.set_data([-4.0, 4.0], [level, level])
             ax_map.set_ylim(level - 2.0, level + 2.0)
+            view.update(x=None, top=None)
             curve.set_data([], [])
             hist.set_data(np.zeros(bins))
             mass_text.set_text("")
@@ -240,6 +270,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         lo, hi = y_ends.min(), y_ends.max()  # quantiles of y are f(quantiles of x)
         pad = 0.08 * (hi - lo)
         lo, hi = max(lo - pad, domain[0]), min(hi + pad, domain[1])
+        view["x"] = _held_range(view["x"], lo, hi, domain)
         edges = np.linspace(lo, hi, bins + 1)
         y_grid = np.linspace(lo, hi, 400)
         y_fine = np.sort(y_fine[(y_fine > domain[0]) & (y_fine < domain[1])])
@@ -255,10 +286,11 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         hist.set_data(heights, edges)
         density = np.exp(log_p[bins + 1:bins + 1 + len(y_grid)])
         curve.set_data(y_grid, density)
-        ax_den.set_xlim(lo, hi)
-        ax_den.set_ylim(0, 1.3 * max(heights.max(), density.max(), 1e-12))  # room for the legend
+        view["top"] = _held_top(view["top"], max(heights.max(), density.max()))
+        ax_den.set_xlim(*view["x"])
+        ax_den.set_ylim(0, view["top"])
         map_line.set_data(x_curve[:, 0].numpy(), y_curve)
-        ax_map.set_ylim(lo, hi)
+        ax_map.set_ylim(*view["x"])
         # Total mass: Simpson's rule over y on the image of a fine x grid (dense where the
         # mass is); the integrand is the formula density.
         mass = float(simpson(np.exp(log_p[bins + 1 + len(y_grid):]), x=y_fine))
@@ -271,7 +303,8 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
     box = widgets.VBox([chooser, *groups.values(), readout, fig.canvas])
     return Explorer(box, fig, controls, update,
                     artists={"map": map_line, "curve": curve, "hist": hist,
-                             "mass": mass_text, "message": message}, readout=readout)
+                             "mass": mass_text, "message": message}, readout=readout,
+                    moving=[map_line, map_title, hist, curve, mass_text, message])
 
 
 def _latent_and_log_prob(flow: Flow, y: np.ndarray, domain) -> tuple[np.ndarray, np.ndarray]:
