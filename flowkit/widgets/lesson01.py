@@ -167,11 +167,13 @@ def _held_range(view: tuple[float, float] | None, lo: float, hi: float,
     return max(lo - margin, bounds[0]), min(hi + margin, bounds[1])
 
 
-def _held_top(top: float | None, peak: float) -> float:
-    """A y limit above ``peak`` (with room for the legend), kept while it still fits."""
-    if top is not None and 1.25 * peak <= top <= 2.5 * peak:
+def _held_top(top: float | None, need: float, slack: float = 2.0) -> float:
+    """An upper axis limit of at least ``need``, kept (as :func:`_held_range` keeps a
+    view) while it is no more than ``slack`` times ``need``; else a new one, 30% above."""
+    need = max(need, 1e-12)
+    if top is not None and need <= top <= slack * need:
         return top
-    return 1.6 * max(peak, 1e-12)
+    return 1.3 * need
 
 
 def _base_samples(n: int, seed: int) -> torch.Tensor:
@@ -286,7 +288,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         hist.set_data(heights, edges)
         density = np.exp(log_p[bins + 1:bins + 1 + len(y_grid)])
         curve.set_data(y_grid, density)
-        view["top"] = _held_top(view["top"], max(heights.max(), density.max()))
+        view["top"] = _held_top(view["top"], 1.25 * max(heights.max(), density.max()))
         ax_den.set_xlim(*view["x"])
         ax_den.set_ylim(0, view["top"])
         map_line.set_data(x_curve[:, 0].numpy(), y_curve)
@@ -417,6 +419,8 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
                         bbox=dict(facecolor="white", edgecolor="darkred", boxstyle="round"))
     fig.tight_layout(rect=(0, 0.12, 1, 1))
 
+    held = {"map": None, "density": None}  # the y limits of the map and of p_Y
+
     def under_curve(grid, values, lo, hi):
         inside = (grid >= lo) & (grid <= hi)
         g = np.concatenate([[lo], grid[inside], [hi]])
@@ -439,6 +443,7 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
         except ValueError as err:
             map_line.set_data(xs, np.ones_like(xs))
             ax_map.set_ylim(0, 2)
+            held.update(map=None, density=None)
             band_y.set_y(1.0)
             band_y.set_height(0.0)
             y_line.set_data([], [])
@@ -452,7 +457,8 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
         ys_map = np.exp(a_ * xs)
         map_line.set_data(xs, ys_map)
         lo, hi = min(m["y0"], m["y1"]), max(m["y0"], m["y1"])
-        y_top = max(math.exp(abs(a_) * 2.3), 1.1 * hi)
+        # Held limits (see _held_range): a new limit redraws the whole figure.
+        y_top = held["map"] = _held_top(held["map"], max(math.exp(abs(a_) * 2.3), 1.1 * hi), 1.6)
         ax_map.set_ylim(0, y_top)
         band_y.set_y(lo)
         band_y.set_height(hi - lo)
@@ -461,7 +467,8 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
         y_line.set_data(y_grid, py)
         strip_y.set_xy(under_curve(y_grid, py, lo, hi))
         ax_y.set_xlim(0, y_top)
-        ax_y.set_ylim(0, 1.15 * py.max())
+        held["density"] = _held_top(held["density"], 1.15 * py.max(), 1.6)
+        ax_y.set_ylim(0, held["density"])
         text_y.set_text(f"mass       = {m['mass_y']:.4f}\nwidth      = {m['dy']:.4f}\n"
                         f"mass/width = {m['mass_y'] / m['dy']:.4f}")
         summary.set_text(
@@ -562,6 +569,7 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
                            fontsize=7.5, family="monospace",
                            bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9))
     fig.tight_layout()
+    bar_view = {"y": None}
 
     def update():  # Explorer runs it on one torch thread
         kk, y = k_slider.value, y_slider.value
@@ -581,10 +589,12 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
                 bar.set_alpha(alpha)
         total_line.set_ydata([total, total])
         low, high = min(heights + [total, 0.0]), max(heights + [total, 0.0])
-        # Limits in steps of 0.5: most moves of y keep the axis, so only the bars and the
-        # texts are redrawn (see Explorer's moving artists).
-        ax_bar.set_ylim(0.5 * math.floor((low - 0.25 * (high - low) - 0.6) / 0.5),
-                        0.5 * math.ceil((high + 0.3 * (high - low) + 0.3) / 0.5))
+        # Limits in steps of 0.5, held while the bars fit (see _held_range): most moves
+        # keep the axis, so only the bars and the texts are redrawn (Explorer's moving).
+        need = (0.5 * math.floor((low - 0.25 * (high - low) - 0.6) / 0.5),
+                0.5 * math.ceil((high + 0.3 * (high - low) + 0.3) / 0.5))
+        bar_view["y"] = _held_range(bar_view["y"], *need)
+        ax_bar.set_ylim(*bar_view["y"])
         probe_line.set_xdata([y, y])
         probe_dot.set_data([y], [math.exp(by_flow)])
         bar_text.set_text(f"log p_X(x)    = {base:8.4f}\n"
