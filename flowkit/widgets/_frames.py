@@ -38,7 +38,7 @@ import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from PIL import Image
 
 __all__ = ["fast_frames", "quiet", "FrameCache", "flatten_artists", "DRAW_LOCK"]
@@ -46,6 +46,26 @@ __all__ = ["fast_frames", "quiet", "FrameCache", "flatten_artists", "DRAW_LOCK"]
 FRAME_COMPRESS_LEVEL = 1
 # One figure drawn at a time across threads (see the module's docstring).
 DRAW_LOCK = threading.RLock()
+
+
+def _one_thread_at_a_time(method):
+    def locked(*args, **kwargs):
+        with DRAW_LOCK:
+            return method(*args, **kwargs)
+    locked.__wrapped__ = method
+    return locked
+
+
+def _lock_text_rendering() -> None:
+    """Make Agg's text methods take :data:`DRAW_LOCK`: a cell that lays out a figure
+    (measuring its texts) also uses the shared fonts, not only one that saves it."""
+    for name in ("draw_text", "draw_mathtext", "get_text_width_height_descent"):
+        method = getattr(RendererAgg, name)
+        if not hasattr(method, "__wrapped__"):
+            setattr(RendererAgg, name, _one_thread_at_a_time(method))
+
+
+_lock_text_rendering()
 
 
 def _fast_diff_image(canvas) -> bytes | None:

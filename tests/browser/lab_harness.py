@@ -293,7 +293,7 @@ async (path) => {
     if (parent === 'execute_request') return;  // cell outputs are checked in the notebook
     if (type === 'error') {
       // The last frames say where it was raised (ANSI colours stripped).
-      const where = (msg.content.traceback || []).join('\n').replace(/\x1b\[[0-9;]*m/g, '').slice(-1500);
+      const where = (msg.content.traceback || []).join('\n').replace(/\x1b\[[0-9;]*m/g, '').slice(-6000);
       window.__fkKernelErrors.push(`${msg.content.ename}: ${msg.content.evalue} (in a ${parent})\n${where}`);
     } else if (type === 'stream' && msg.content.name === 'stderr' &&
                String(msg.content.text).includes('Traceback')) {
