@@ -133,3 +133,31 @@ def test_lesson_figure_fits_a_laptop(module):
     fig = module.lesson_figure()
     assert fig.get_figwidth() * 100 <= MAX_WIDTH_PX
     plt.close(fig)
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_a_canvas_draws_only_when_no_other_thread_is_drawing(moving):
+    # JupyterLab may deliver widget messages on a second kernel thread (a subshell): a
+    # canvas then draws while a cell saves another figure, and two concurrent text
+    # renderings corrupt FreeType's shared fonts ("raster overflow"). Draws take turns.
+    import threading
+
+    from flowkit.widgets._base import Explorer, png_bytes
+    from flowkit.widgets._frames import DRAW_LOCK
+
+    fig, ax = make_figure(figsize=(3, 2))
+    line, = ax.plot([0, 1], [0, 1])
+    ax.set_title("$p(x_1)$")
+    slider = widgets.FloatSlider(value=0.5, min=0, max=1)
+    explorer = Explorer(widgets.VBox([fig.canvas]), fig, {"s": slider},
+                        lambda: line.set_ydata([0, slider.value]),
+                        moving=[line] if moving else None)
+    for draw in (explorer.figure.canvas.draw, lambda: png_bytes(fig)):
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (draw(), done.set()))
+        with DRAW_LOCK:
+            worker.start()
+            assert not done.wait(0.5), "drew while another thread held the draw lock"
+        assert done.wait(30), "never drew after the lock was released"
+        worker.join()
+    plt.close(fig)

@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 
-from ._frames import FrameCache, fast_frames, quiet
+from ._frames import DRAW_LOCK, FrameCache, fast_frames, quiet
 
 __all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png", "single_thread",
            "show_static", "MAX_WIDTH_PX", "png_bytes"]
@@ -63,7 +63,8 @@ def png_bytes(fig, dpi: float | None = None, palette: bool = True) -> bytes:
     of the bytes of full RGBA, which keeps a notebook light.
     """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_display_dpi(fig, dpi))
+    with DRAW_LOCK:  # not while a widget message draws a canvas on another thread
+        fig.savefig(buf, format="png", dpi=_display_dpi(fig, dpi))
     if not palette:
         return buf.getvalue()
     from PIL import Image

@@ -18,12 +18,19 @@ the PNG is compressed at zlib level 6. Two remedies, both local to one canvas:
   and per frame restore it and draw only the artists that move (plus the few static
   ones stacked above them in the same axes, so the stacking order is unchanged). A
   change of axis limits, axes position or figure size redraws everything.
+
+Every draw here holds :data:`DRAW_LOCK`. JupyterLab may deliver widget messages on a
+kernel subshell, a second thread, so a canvas can be asked to draw while a cell is still
+saving another figure; matplotlib's text rendering is not thread-safe (its mathtext
+cache shares FreeType font objects between threads), and two concurrent draws then fail
+with FreeType errors such as "raster overflow" or "invalid outline".
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import types
 from typing import Iterable
 
@@ -31,12 +38,34 @@ import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from PIL import Image
 
-__all__ = ["fast_frames", "quiet", "FrameCache", "flatten_artists"]
+__all__ = ["fast_frames", "quiet", "FrameCache", "flatten_artists", "DRAW_LOCK"]
 
 FRAME_COMPRESS_LEVEL = 1
+# One figure drawn at a time across threads (see the module's docstring).
+DRAW_LOCK = threading.RLock()
+
+
+def _one_thread_at_a_time(method):
+    def locked(*args, **kwargs):
+        with DRAW_LOCK:
+            return method(*args, **kwargs)
+    locked.__wrapped__ = method
+    return locked
+
+
+def _lock_text_rendering() -> None:
+    """Make Agg's text methods take :data:`DRAW_LOCK`: a cell that lays out a figure
+    (measuring its texts) also uses the shared fonts, not only one that saves it."""
+    for name in ("draw_text", "draw_mathtext", "get_text_width_height_descent"):
+        method = getattr(RendererAgg, name)
+        if not hasattr(method, "__wrapped__"):
+            setattr(RendererAgg, name, _one_thread_at_a_time(method))
+
+
+_lock_text_rendering()
 
 
 def _fast_diff_image(canvas) -> bytes | None:
@@ -68,7 +97,7 @@ def quiet(canvas):
 
 
 def _quiet_web_draw(canvas) -> None:
-    with quiet(canvas):
+    with DRAW_LOCK, quiet(canvas):
         type(canvas).draw(canvas)
 
 
@@ -198,7 +227,7 @@ class FrameCache:
         """Replaces ``canvas.draw`` of a web canvas: a frame, then send it."""
         canvas._png_is_old = True
         try:
-            with quiet(canvas):
+            with DRAW_LOCK, quiet(canvas):
                 self.render(canvas)
         finally:
             canvas.manager.refresh_all()

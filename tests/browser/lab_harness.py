@@ -292,7 +292,9 @@ async (path) => {
     const parent = msg.parent_header && msg.parent_header.msg_type;
     if (parent === 'execute_request') return;  // cell outputs are checked in the notebook
     if (type === 'error') {
-      window.__fkKernelErrors.push(`${msg.content.ename}: ${msg.content.evalue} (in a ${parent})`);
+      // The last frames say where it was raised (ANSI colours stripped).
+      const where = (msg.content.traceback || []).join('\n').replace(/\x1b\[[0-9;]*m/g, '').slice(-6000);
+      window.__fkKernelErrors.push(`${msg.content.ename}: ${msg.content.evalue} (in a ${parent})\n${where}`);
     } else if (type === 'stream' && msg.content.name === 'stderr' &&
                String(msg.content.text).includes('Traceback')) {
       window.__fkKernelErrors.push(`traceback on stderr (in a ${parent}): ` +
