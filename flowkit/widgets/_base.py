@@ -14,6 +14,7 @@ import base64
 import contextlib
 import functools
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -24,7 +25,7 @@ import torch
 from ._frames import DRAW_LOCK, FrameCache, fast_frames, quiet
 
 __all__ = ["Explorer", "make_figure", "float_slider", "int_slider", "figure_png", "single_thread",
-           "show_static", "MAX_WIDTH_PX", "png_bytes"]
+           "show_static", "MAX_WIDTH_PX", "png_bytes", "held_range", "held_top"]
 
 # The widest figure a lesson shows, in pixels as displayed: it fits JupyterLab's notebook
 # column in a 1,280 x 800 window with the file browser open.
@@ -97,6 +98,33 @@ def show_static(fig, dpi: float | None = None) -> None:
     data = png_bytes(fig, dpi)
     plt.close(fig)
     display(Image(data=data))
+
+
+def held_range(view: tuple[float, float] | None, lo: float, hi: float,
+                bounds=(-math.inf, math.inf)) -> tuple[float, float]:
+    """Axis limits that show ``[lo, hi]``, kept from ``view`` while they still fit.
+
+    A change of limits redraws the whole figure (ticks, labels, both panels), several
+    times the cost of a frame that redraws only the curves. So the view stays put while
+    the data stay inside it and fill at least 40% of it; otherwise it jumps, with a
+    margin of a quarter of the data's width on each side (within ``bounds``), so that a
+    slider dragged on moves a while before the next jump.
+    """
+    if view is not None:
+        width = view[1] - view[0]
+        if view[0] <= lo and hi <= view[1] and hi - lo >= 0.4 * width:
+            return view
+    margin = 0.25 * (hi - lo)
+    return max(lo - margin, bounds[0]), min(hi + margin, bounds[1])
+
+
+def held_top(top: float | None, need: float, slack: float = 2.0) -> float:
+    """An upper axis limit of at least ``need``, kept (as :func:`held_range` keeps a
+    view) while it is no more than ``slack`` times ``need``; else a new one, 30% above."""
+    need = max(need, 1e-12)
+    if top is not None and need <= top <= slack * need:
+        return top
+    return 1.3 * need
 
 
 def make_figure(*args, figsize=(8, 3.5), **kwargs):

@@ -27,7 +27,7 @@ from scipy.integrate import simpson
 
 from ..flow import Flow, StandardNormal
 from ..transforms import Affine, Log, SinhArcsinh, Tanh
-from ._base import Explorer, float_slider, int_slider, make_figure, single_thread
+from ._base import Explorer, float_slider, held_range, held_top, int_slider, make_figure, single_thread
 
 __all__ = [
     "MAPS",
@@ -149,33 +149,6 @@ def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-def _held_range(view: tuple[float, float] | None, lo: float, hi: float,
-                bounds=(-math.inf, math.inf)) -> tuple[float, float]:
-    """Axis limits that show ``[lo, hi]``, kept from ``view`` while they still fit.
-
-    A change of limits redraws the whole figure (ticks, labels, both panels), several
-    times the cost of a frame that redraws only the curves. So the view stays put while
-    the data stay inside it and fill at least 40% of it; otherwise it jumps, with a
-    margin of a quarter of the data's width on each side (within ``bounds``), so that a
-    slider dragged on moves a while before the next jump.
-    """
-    if view is not None:
-        width = view[1] - view[0]
-        if view[0] <= lo and hi <= view[1] and hi - lo >= 0.4 * width:
-            return view
-    margin = 0.25 * (hi - lo)
-    return max(lo - margin, bounds[0]), min(hi + margin, bounds[1])
-
-
-def _held_top(top: float | None, need: float, slack: float = 2.0) -> float:
-    """An upper axis limit of at least ``need``, kept (as :func:`_held_range` keeps a
-    view) while it is no more than ``slack`` times ``need``; else a new one, 30% above."""
-    need = max(need, 1e-12)
-    if top is not None and need <= top <= slack * need:
-        return top
-    return 1.3 * need
-
-
 def _base_samples(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -231,14 +204,14 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
     ax_den.set_xlabel("y")
     ax_den.set_ylabel(r"$p_Y(y)$")
     ax_den.legend(loc="upper left", fontsize=7.5, frameon=False)
-    # Below the legend: the density's peak stays under 1/1.25 of the height (_held_top).
+    # Below the legend: the density's peak stays under 1/1.25 of the height (held_top).
     mass_text = ax_den.text(0.98, 0.83, "", transform=ax_den.transAxes, ha="right", va="top",
                             fontsize=8.5, family="monospace")
     message = ax_den.text(0.5, 0.5, "", transform=ax_den.transAxes, ha="center", va="center",
                           wrap=True, fontsize=10, color="darkred",
                           bbox=dict(facecolor="white", edgecolor="darkred", boxstyle="round"))
     fig.tight_layout()
-    # The axis limits, held while the curves fit (see _held_range); a new map starts afresh.
+    # The axis limits, held while the curves fit (see held_range); a new map starts afresh.
     view = {"map": None, "x": None, "top": None}
 
     def update():  # Explorer runs it on one torch thread
@@ -272,7 +245,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         lo, hi = y_ends.min(), y_ends.max()  # quantiles of y are f(quantiles of x)
         pad = 0.08 * (hi - lo)
         lo, hi = max(lo - pad, domain[0]), min(hi + pad, domain[1])
-        view["x"] = _held_range(view["x"], lo, hi, domain)
+        view["x"] = held_range(view["x"], lo, hi, domain)
         edges = np.linspace(lo, hi, bins + 1)
         y_grid = np.linspace(lo, hi, 400)
         y_fine = np.sort(y_fine[(y_fine > domain[0]) & (y_fine < domain[1])])
@@ -288,7 +261,7 @@ def density_explorer(map_name: str = "exp", num_samples: int = 20_000, seed: int
         hist.set_data(heights, edges)
         density = np.exp(log_p[bins + 1:bins + 1 + len(y_grid)])
         curve.set_data(y_grid, density)
-        view["top"] = _held_top(view["top"], 1.25 * max(heights.max(), density.max()))
+        view["top"] = held_top(view["top"], 1.25 * max(heights.max(), density.max()))
         ax_den.set_xlim(*view["x"])
         ax_den.set_ylim(0, view["top"])
         map_line.set_data(x_curve[:, 0].numpy(), y_curve)
@@ -457,8 +430,8 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
         ys_map = np.exp(a_ * xs)
         map_line.set_data(xs, ys_map)
         lo, hi = min(m["y0"], m["y1"]), max(m["y0"], m["y1"])
-        # Held limits (see _held_range): a new limit redraws the whole figure.
-        y_top = held["map"] = _held_top(held["map"], max(math.exp(abs(a_) * 2.3), 1.1 * hi), 1.6)
+        # Held limits (see held_range): a new limit redraws the whole figure.
+        y_top = held["map"] = held_top(held["map"], max(math.exp(abs(a_) * 2.3), 1.1 * hi), 1.6)
         ax_map.set_ylim(0, y_top)
         band_y.set_y(lo)
         band_y.set_height(hi - lo)
@@ -467,7 +440,7 @@ def rectangles_explorer(x0: float = 0.3, dx: float = 0.5, a: float = 0.8) -> Exp
         y_line.set_data(y_grid, py)
         strip_y.set_xy(under_curve(y_grid, py, lo, hi))
         ax_y.set_xlim(0, y_top)
-        held["density"] = _held_top(held["density"], 1.15 * py.max(), 1.6)
+        held["density"] = held_top(held["density"], 1.15 * py.max(), 1.6)
         ax_y.set_ylim(0, held["density"])
         text_y.set_text(f"mass       = {m['mass_y']:.4f}\nwidth      = {m['dy']:.4f}\n"
                         f"mass/width = {m['mass_y'] / m['dy']:.4f}")
@@ -589,11 +562,11 @@ def composition_explorer(k: int = 3, probe: float = 0.5, num_samples: int = 20_0
                 bar.set_alpha(alpha)
         total_line.set_ydata([total, total])
         low, high = min(heights + [total, 0.0]), max(heights + [total, 0.0])
-        # Limits in steps of 0.5, held while the bars fit (see _held_range): most moves
+        # Limits in steps of 0.5, held while the bars fit (see held_range): most moves
         # keep the axis, so only the bars and the texts are redrawn (Explorer's moving).
         need = (0.5 * math.floor((low - 0.25 * (high - low) - 0.6) / 0.5),
                 0.5 * math.ceil((high + 0.3 * (high - low) + 0.3) / 0.5))
-        bar_view["y"] = _held_range(bar_view["y"], *need)
+        bar_view["y"] = held_range(bar_view["y"], *need)
         ax_bar.set_ylim(*bar_view["y"])
         probe_line.set_xdata([y, y])
         probe_dot.set_data([y], [math.exp(by_flow)])

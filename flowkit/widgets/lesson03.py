@@ -25,7 +25,7 @@ from ..flow import Flow, StandardNormal
 from ..jacobian import jacobian
 from ..plotting import grid
 from ..transforms import AffineCoupling, alternating_mask, channel_mask, checkerboard_mask
-from ._base import Explorer, float_slider, int_slider, make_figure
+from ._base import Explorer, float_slider, held_top, int_slider, make_figure
 from ._base import single_thread as _single_thread
 
 __all__ = [
@@ -223,6 +223,8 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
         ax.tick_params(labelsize=8)
     fig.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.27, wspace=0.3)
 
+    held = {"top": None}
+
     @_single_threaded
     def update():
         conditioner.a = controls["a"].value
@@ -245,9 +247,10 @@ def coupling_explorer(num_layers: int = 1, a: float = 0.6, b: float = 1.5, c: fl
         scene.fill_density(data_artists, result)
         marginal_1.set_ydata(result["marginal_1"])
         marginal_2.set_ydata(result["marginal_2"])
-        top = 1.1 * max(float(result["marginal_1"].max()), float(result["marginal_2"].max()), 0.4)
-        # In steps of 0.1, so that most moves keep the axis (and its ticks) as it was.
-        ax_m.set_ylim(0.0, 0.1 * math.ceil(top / 0.1))
+        need = 1.1 * max(float(result["marginal_1"].max()), float(result["marginal_2"].max()), 0.4)
+        # Held while the marginals fit (see held_top): a new limit redraws the whole figure.
+        held["top"] = held_top(held["top"], need, 1.6)
+        ax_m.set_ylim(0.0, held["top"])
         if k == 1:
             first = ("K = 1: the coupling keeps $x_1 = z_1$ (vertical lines stay put), so $p(x_1)$ "
                      "is still $\\mathcal{N}(0,1)$: one coupling cannot touch $x_1$.")
